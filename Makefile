@@ -1,0 +1,74 @@
+# aimusic — every target creates what it needs. `make help` lists them.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+# The CPU wheel of torch (already on disk on our CPU machines: no CUDA download).
+# GPU users: `make install TORCH=torch` (or any CUDA build) keeps pip's choice.
+TORCH   ?= torch==2.13.0
+APT_PKGS_TEST  := fluidsynth fluid-soundfont-gm opus-tools hyperrogue-music
+APT_PKGS_MUSIC := ufoai-music nexuiz-music hyperrogue-music singularity-music \
+                  planetblupi-music-ogg drascula-music asc-music
+CORPUS  ?= data/corpus
+MODELS  ?= models
+
+.PHONY: help install system-deps music-deps test test-slow lint bench corpus corpus-small demo clean
+
+help:
+	@echo "make install      .venv with the CPU torch wheel and aimusic (editable, dev tools)"
+	@echo "make demo         build a small corpus, train a codec briefly, measure it against Opus"
+	@echo "make test         the test suite (fast, tiny presets); make test-slow for long checks"
+	@echo "make lint         ruff + mypy"
+	@echo "make bench        speed and memory benchmarks (BENCHMARKS.md)"
+	@echo "make corpus       reference corpora: rendered scores + recorded soundtracks ($(CORPUS))"
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+# Debian packages the tests and corpus use; skipped with a message where apt is unavailable.
+system-deps:
+	@missing=""; for p in $(APT_PKGS_TEST); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO=sudo; else \
+	  echo "note: cannot install$$missing (not root, no sudo); tests that need them will skip"; exit 0; fi; \
+	echo "installing$$missing"; \
+	($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null) \
+	  || echo "note: apt-get could not install$$missing; tests that need them will skip"
+
+music-deps:
+	@missing=""; for p in $(APT_PKGS_MUSIC); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo sudo ); \
+	  ($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null) \
+	  || { echo "error: could not install$$missing (apt-get install$$missing)"; exit 1; }; fi
+
+test: install system-deps
+	$(BIN)/python -m pytest -q
+
+test-slow: install system-deps
+	$(BIN)/python -m pytest -q -m slow
+
+lint: install
+	$(BIN)/ruff check aimusic tests examples benchmarks
+	$(BIN)/mypy aimusic
+
+bench: install system-deps
+	$(BIN)/python benchmarks/bench_codec.py
+
+corpus-small: install system-deps
+	$(BIN)/python examples/make_corpus.py --out $(CORPUS) --size small
+
+corpus: install system-deps music-deps
+	$(BIN)/python examples/make_corpus.py --out $(CORPUS) --size default
+
+# Until the generation stages land, the demo shows the codec: a small corpus, a few
+# minutes of training, a round trip you can listen to, and the comparison with Opus.
+demo: install system-deps
+	bash examples/demo.sh
+
+clean:
+	rm -rf demo .pytest_cache .mypy_cache .ruff_cache

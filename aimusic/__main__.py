@@ -1,0 +1,3 @@
+from aimusic.cli import main
+
+main()

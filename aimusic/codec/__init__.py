@@ -1,0 +1,1 @@
+"""SoundStream-style neural audio codec: SEANet encoder/decoder, residual VQ, training."""

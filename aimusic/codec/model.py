@@ -1,0 +1,168 @@
+"""The codec: encoder -> residual VQ -> decoder, its config, presets, save and load."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from aimusic.artifacts import load_artifact, save_artifact
+from aimusic.codec.modules import Decoder, Encoder
+from aimusic.codec.quantizer import ResidualVQ
+from aimusic.config import config_from_dict, config_to_dict
+from aimusic.errors import AimusicError, ArtifactError
+
+FORMAT_KIND = "codec"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class CodecConfig:
+    """Architecture of a codec; saved in the model file and used to rebuild it."""
+
+    sample_rate: int = 24000
+    channels: int = 32  # width of the first conv; doubles at each downsampling
+    patch: int = 1  # samples folded into channels before the first conv
+    ratios: tuple[int, ...] = (2, 4, 5, 8)  # patch * product is the hop: 320 -> 75 frames/s
+    dilations: tuple[int, ...] = (1, 3, 9)  # residual units per block
+    dim: int = 128  # latent dimension
+    levels: int = 8  # residual VQ levels
+    codebook_size: int = 1024
+    ema_decay: float = 0.99
+    causal: bool = False
+
+    @property
+    def hop(self) -> int:
+        return self.patch * math.prod(self.ratios)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop
+
+    @property
+    def bits_per_level(self) -> float:
+        return math.log2(self.codebook_size)
+
+    def bandwidths(self) -> list[float]:
+        """kbps for each usable number of levels: 1.5 / 3 / 6 at the default."""
+        return [round(n * self.bits_per_level * self.frame_rate / 1000, 3) for n in (2, 4, 8)
+                if n <= self.levels]
+
+    def levels_for(self, kbps: float | None) -> int:
+        """Number of levels that give ``kbps`` (all levels when None)."""
+        if kbps is None:
+            return self.levels
+        per_level = self.bits_per_level * self.frame_rate / 1000
+        n = kbps / per_level
+        if abs(n - round(n)) > 1e-6 or not 1 <= round(n) <= self.levels:
+            valid = ", ".join(f"{k * per_level:g}" for k in range(1, self.levels + 1))
+            raise AimusicError(f"bandwidth {kbps:g} kbps is not available; choose one of {valid}")
+        return int(round(n))
+
+
+def preset_tiny() -> CodecConfig:
+    """Tests: seconds on one core. 24 kHz, hop 320, 8 levels of 64 codes."""
+    return CodecConfig(patch=8, channels=8, ratios=(4, 5, 2), dilations=(1,), dim=32,
+                       codebook_size=64)
+
+
+def preset_small() -> CodecConfig:
+    """The CPU default: 8-sample patches keep every conv at 3 kHz or below (fast on CPUs)."""
+    return CodecConfig(patch=8, channels=64, ratios=(4, 5, 2), dilations=(1, 3), dim=128)
+
+
+def preset_base() -> CodecConfig:
+    """GPU-sized, comparable to EnCodec 24 kHz without its LSTM."""
+    return CodecConfig(channels=32, dilations=(1, 3, 9), dim=128)
+
+
+PRESETS = {"tiny": preset_tiny, "small": preset_small, "base": preset_base}
+
+
+class Codec(nn.Module):
+    """Waveform [B, 1, T] <-> codes [B, K, F] with F = ceil(T / hop)."""
+
+    def __init__(self, cfg: CodecConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg.channels, cfg.ratios, cfg.dim, cfg.dilations,
+                               cfg.causal, cfg.patch)
+        self.quantizer = ResidualVQ(cfg.dim, cfg.levels, cfg.codebook_size, cfg.ema_decay)
+        self.decoder = Decoder(cfg.channels, cfg.ratios, cfg.dim, cfg.dilations,
+                               cfg.causal, cfg.patch)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """Right-pad [..., T] to a whole number of frames."""
+        extra = -x.shape[-1] % self.cfg.hop
+        return nn.functional.pad(x, (0, extra)) if extra else x
+
+    def forward(
+        self, x: torch.Tensor, n_levels: torch.Tensor | int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training pass: x [B, 1, T] -> (reconstruction [B, 1, T], codes, commitment loss)."""
+        T = x.shape[-1]
+        z = self.encoder(self.pad(x))
+        q, codes, commit = self.quantizer(z, n_levels)
+        y = self.decoder(q)[..., :T]
+        return y, codes, commit
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, n_levels: int | None = None) -> torch.Tensor:
+        """x [B, 1, T] -> codes [B, n_levels, ceil(T / hop)]."""
+        z = self.encoder(self.pad(x))
+        return self.quantizer.encode(z, n_levels or self.cfg.levels)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, K, F] -> audio [B, 1, F * hop]."""
+        return self.decoder(self.quantizer.decode(codes))
+
+    def fold_weight_norm(self) -> Codec:
+        """Bake weight norm into plain weights: same outputs, faster inference."""
+        from torch.nn.utils import parametrize
+
+        for m in self.modules():
+            if parametrize.is_parametrized(m):
+                for name in list(m.parametrizations.keys()):  # type: ignore[union-attr]
+                    parametrize.remove_parametrizations(m, name)
+        return self
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+TRAINING_ONLY = ("cluster_size", "embed_sum")  # EMA statistics: in the training state only
+
+
+def save_codec(codec: Codec, path: str | os.PathLike, extra: dict | None = None) -> Path:
+    weights = {k: v for k, v in codec.state_dict().items() if not k.endswith(TRAINING_ONLY)}
+    return save_artifact(
+        path,
+        weights,
+        FORMAT_KIND,
+        FORMAT_VERSION,
+        config_to_dict(codec.cfg),
+        extra={"parameters": codec.num_parameters(), **(extra or {})},
+    )
+
+
+def load_codec(path: str | os.PathLike, device: torch.device | str = "cpu") -> Codec:
+    """Rebuild a codec from its file; clear errors for a missing or foreign file."""
+    p = Path(path)
+    if not p.exists():
+        raise ArtifactError(p, "codec not found; train one with `aimusic train-codec AUDIO_DIR`")
+    art = load_artifact(p, FORMAT_KIND, FORMAT_VERSION)
+    cfg = config_from_dict(CodecConfig, art.config, str(p))
+    codec = Codec(cfg)
+    missing, unexpected = codec.load_state_dict(art.tensors, strict=False)
+    missing = [k for k in missing if not k.endswith(TRAINING_ONLY)]
+    if missing or unexpected:
+        raise ArtifactError(p, f"weights do not match the config (missing {missing[:3]}, "
+                               f"unexpected {unexpected[:3]})")
+    codec.source_path = p  # type: ignore[assignment]
+    codec.source_hash = art.hash  # type: ignore[assignment]
+    return codec.fold_weight_norm().to(device).eval()

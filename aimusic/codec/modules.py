@@ -1,0 +1,141 @@
+"""SEANet-style convolutional encoder and decoder (as in SoundStream and EnCodec).
+
+Encoder: conv -> [residual units, strided conv] per ratio -> conv to the latent dimension.
+Decoder mirrors it with transposed convs. Weight norm on every conv. No recurrent layer,
+so the receptive field is finite: that is what lets a long file stream through fixed
+chunks and give exactly the samples a whole-file pass gives.
+
+``causal=True`` pads only on the left, so output at time t never sees input after t.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+
+class Conv(nn.Module):
+    """Conv1d with 'same'-length padding (all on the left when causal), weight-normed.
+
+    With stride s a [B, C, T] input (T a multiple of s) gives [B, C', T / s].
+    """
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int = 1,
+        dilation: int = 1,
+        causal: bool = False,
+    ) -> None:
+        super().__init__()
+        self.conv = weight_norm(nn.Conv1d(cin, cout, kernel, stride, dilation=dilation))
+        pad = (kernel - 1) * dilation - (stride - 1)
+        self.pad = (pad, 0) if causal else (pad - pad // 2, pad // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(nn.functional.pad(x, self.pad))
+
+
+class ConvTranspose(nn.Module):
+    """Upsampling by ``stride`` with kernel 2 * stride; [B, C, T] -> [B, C', T * stride]."""
+
+    def __init__(self, cin: int, cout: int, stride: int, causal: bool = False) -> None:
+        super().__init__()
+        self.conv = weight_norm(nn.ConvTranspose1d(cin, cout, 2 * stride, stride))
+        # the transposed conv makes T * s + s samples; trim s (all on the right when causal)
+        self.trim = (0, stride) if causal else (stride - stride // 2, stride // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        left, right = self.trim
+        return y[..., left : y.shape[-1] - right]
+
+
+class ResidualUnit(nn.Module):
+    """x + conv1x1(elu(conv_k,dilated(elu(x)))), with the hidden width halved."""
+
+    def __init__(self, channels: int, dilation: int, kernel: int = 3, causal: bool = False):
+        super().__init__()
+        hidden = channels // 2
+        self.block = nn.Sequential(
+            nn.ELU(),
+            Conv(channels, hidden, kernel, dilation=dilation, causal=causal),
+            nn.ELU(),
+            Conv(hidden, channels, 1, causal=causal),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+def _units(channels: int, dilations: tuple[int, ...], causal: bool) -> list[nn.Module]:
+    return [ResidualUnit(channels, d, causal=causal) for d in dilations]
+
+
+class Encoder(nn.Module):
+    """[B, 1, T] audio -> [B, dim, T / (patch * prod(ratios))] latent frames.
+
+    ``patch`` folds that many consecutive samples into channels first (space-to-depth),
+    so every conv runs at a lower rate with more channels: on a CPU, convs of a few
+    channels at 24 kHz are bound by memory traffic, not arithmetic.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        ratios: tuple[int, ...],
+        dim: int,
+        dilations: tuple[int, ...] = (1, 3, 9),
+        causal: bool = False,
+        patch: int = 1,
+    ) -> None:
+        super().__init__()
+        self.patch = patch
+        layers: list[nn.Module] = [Conv(patch, channels, 7, causal=causal)]
+        c = channels
+        for r in ratios:
+            layers += _units(c, dilations, causal)
+            layers += [nn.ELU(), Conv(c, 2 * c, 2 * r, stride=r, causal=causal)]
+            c *= 2
+        layers += [nn.ELU(), Conv(c, dim, 3, causal=causal)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, T = x.shape
+        if self.patch > 1:  # [B, 1, T] -> [B, patch, T / patch]
+            x = x.reshape(B, T // self.patch, self.patch).transpose(1, 2)
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """[B, dim, F] latent frames -> [B, 1, F * patch * prod(ratios)] audio."""
+
+    def __init__(
+        self,
+        channels: int,
+        ratios: tuple[int, ...],
+        dim: int,
+        dilations: tuple[int, ...] = (1, 3, 9),
+        causal: bool = False,
+        patch: int = 1,
+    ) -> None:
+        super().__init__()
+        self.patch = patch
+        c = channels * 2 ** len(ratios)
+        layers: list[nn.Module] = [Conv(dim, c, 7, causal=causal)]
+        for r in reversed(ratios):
+            layers += [nn.ELU(), ConvTranspose(c, c // 2, r, causal=causal)]
+            c //= 2
+            layers += _units(c, dilations, causal)
+        layers += [nn.ELU(), Conv(c, patch, 7, causal=causal)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        y = self.net(z)
+        if self.patch > 1:  # [B, patch, T / patch] -> [B, 1, T]
+            B, P, n = y.shape
+            y = y.transpose(1, 2).reshape(B, 1, n * P)
+        return y

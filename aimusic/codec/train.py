@@ -1,0 +1,247 @@
+"""Codec training: the loop is visible here, from batch to checkpoint.
+
+Per step: random segments -> codec (with quantizer dropout) -> multi-scale mel loss and
+commitment; after ``adv_start`` steps also a discriminator step (hinge) and the
+generator's adversarial and feature-matching losses. Named losses are weighted by the
+config, gradients clipped. Validation on held-out files at intervals writes the model,
+its training state (``--resume`` continues exactly) and a line of ``<model>.log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aimusic.artifacts import load_state, save_state, state_path
+from aimusic.codec.discriminator import (
+    MultiScaleSTFTDiscriminator,
+    feature_matching_loss,
+    hinge_d_loss,
+    hinge_g_loss,
+)
+from aimusic.codec.model import Codec, CodecConfig, save_codec
+from aimusic.config import config_from_dict, config_to_dict
+from aimusic.data import SegmentSampler, fixed_clips, scan
+from aimusic.distributed import any_true, setup, teardown
+from aimusic.dsp import mel_distance, multiscale_mel_loss, normalized_entropy, si_sdr
+from aimusic.errors import AimusicError
+from aimusic.progress import TrainProgress
+
+log = logging.getLogger("aimusic")
+
+
+@dataclass
+class CodecTrainConfig:
+    steps: int = 100_000
+    minutes: float = 0.0  # wall-clock budget; 0 means no limit
+    batch_size: int = 8
+    segment_seconds: float = 0.75
+    lr: float = 3e-4
+    disc_lr: float = 3e-4
+    grad_clip: float = 1.0
+    adv_start: int = 2000  # steps of reconstruction-only warm-up
+    disc_channels: int = 16
+    disc_ffts: tuple[int, ...] = (2048, 1024, 512)
+    mel_windows: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)
+    quantizer_dropout: float = 0.5  # share of items trained with fewer levels
+    w_mel: float = 1.0
+    w_wave: float = 0.1  # L1 on the waveform: the mel loss alone leaves the phase free
+    w_commit: float = 1.0
+    w_adv: float = 0.1
+    w_feat: float = 1.0
+    val_every: int = 500
+    val_clips: int = 8
+    val_seconds: float = 4.0
+    seed: int = 0
+
+
+TRAIN_PRESETS = {
+    "tiny": lambda: CodecTrainConfig(batch_size=2, segment_seconds=0.5, adv_start=20,
+                                     disc_channels=4, val_every=50, val_clips=2,
+                                     val_seconds=1.0),
+    "small": CodecTrainConfig,
+    "base": lambda: CodecTrainConfig(batch_size=32, segment_seconds=1.0, disc_channels=32,
+                                     adv_start=5000, val_every=2000),
+}
+
+
+def sample_levels(batch: int, levels: int, p: float, gen: torch.Generator) -> torch.Tensor:
+    """Quantizer dropout: each item uses all levels, or with probability p a uniform 1..levels.
+
+    Drawn from a generator seeded alike on every rank, so all ranks take the same branches.
+    """
+    n = torch.randint(1, levels + 1, (batch,), generator=gen)
+    keep_all = torch.rand(batch, generator=gen) >= p
+    return torch.where(keep_all, torch.full_like(n, levels), n)
+
+
+@torch.no_grad()
+def validate(codec: Codec, clips: list[np.ndarray], device: torch.device) -> dict[str, Any]:
+    """Mel distance and SI-SDR at full bandwidth, per-level code usage (normalized entropy)."""
+    codec.eval()
+    sr, K = codec.cfg.sample_rate, codec.cfg.codebook_size
+    mels, sdrs, codes_all = [], [], []
+    for clip in clips:
+        x = torch.from_numpy(clip)[None, None].to(device)
+        codes = codec.encode(x)
+        y = codec.decode(codes)[0, 0, : x.shape[-1]].float().cpu().numpy()
+        mels.append(mel_distance(clip, y, sr))
+        sdrs.append(si_sdr(clip, y))
+        codes_all.append(codes[0].cpu())
+    codec.train()
+    if not clips:
+        return {}
+    codes_cat = torch.cat(codes_all, dim=-1)  # [levels, frames]
+    usage = [round(normalized_entropy(codes_cat[k], K), 4) for k in range(codes_cat.shape[0])]
+    return {"mel_distance": float(np.mean(mels)), "si_sdr": float(np.mean(sdrs)),
+            "code_usage": usage}
+
+
+def train_codec(
+    audio_dir: str | Path,
+    out: str | Path,
+    model_cfg: CodecConfig,
+    train_cfg: CodecTrainConfig,
+    device: torch.device,
+    resume: bool = False,
+    val_dir: str | Path | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Train a codec on the audio under ``audio_dir``; returns the last validation metrics."""
+    out = Path(out)
+    dist_info = setup(device)
+    try:
+        return _train(audio_dir, out, model_cfg, train_cfg, device, resume, val_dir,
+                      show_progress, dist_info)
+    finally:
+        teardown(dist_info)
+
+
+def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progress, dist_info):
+    state_file = state_path(out)
+    state = load_state(state_file) if resume else None
+    if state is not None:  # the run's own configs win over flags when resuming
+        model_cfg = config_from_dict(CodecConfig, state["model_config"], str(state_file))
+        cfg = config_from_dict(CodecTrainConfig, {**state["train_config"],
+                                                  "steps": cfg.steps, "minutes": cfg.minutes},
+                               str(state_file))
+    collection = scan(audio_dir, val_dir)
+    if dist_info.main:
+        log.info("training on %d files, validating on %d (%d skipped)",
+                 len(collection.train), len(collection.val), len(collection.skipped))
+    sr = model_cfg.sample_rate
+
+    torch.manual_seed(cfg.seed)
+    codec = Codec(model_cfg).to(device)
+    disc = MultiScaleSTFTDiscriminator(cfg.disc_ffts, cfg.disc_channels).to(device)
+    opt_g = torch.optim.AdamW(codec.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
+    sampler = SegmentSampler(collection.train, sr, cfg.segment_seconds,
+                             seed=cfg.seed * 1000 + dist_info.rank)
+    dropout_gen = torch.Generator().manual_seed(cfg.seed)
+    step, history = 0, []
+    if state is not None:
+        codec.load_state_dict(state["codec"])
+        disc.load_state_dict(state["disc"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        sampler.set_state(state["sampler"])
+        dropout_gen.set_state(state["dropout_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        step, history = int(state["step"]), list(state.get("history", []))
+        log.info("resumed %s at step %d", state_file, step)
+
+    g_model, d_model = codec, disc
+    if dist_info.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [dist_info.local_rank] if device.type == "cuda" else None
+        g_model = DDP(codec, device_ids=ids, broadcast_buffers=False)
+        d_model = DDP(disc, device_ids=ids, broadcast_buffers=False)
+
+    val_clips = [c for _, c in fixed_clips(collection.val or collection.train, sr,
+                                           cfg.val_seconds, cfg.val_clips)]
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    weights = {"mel/loss": cfg.w_mel, "wave/l1": cfg.w_wave, "vq/commit": cfg.w_commit, "adv/gen": cfg.w_adv,
+               "adv/feat": cfg.w_feat}
+    metrics: dict[str, Any] = history[-1] if history else {}
+    start_time = time.monotonic()
+    progress = TrainProgress("codec", cfg.steps, start=step,
+                             enabled=show_progress and dist_info.main)
+
+    def checkpoint() -> None:
+        if not dist_info.main:
+            return
+        save_codec(codec, out, extra={"steps": step, "data": str(audio_dir), **metrics})
+        save_state(state_file, {
+            "codec": codec.state_dict(), "disc": disc.state_dict(),
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            "sampler": sampler.state(), "dropout_rng": dropout_gen.get_state(),
+            "torch_rng": torch.get_rng_state(), "step": step, "history": history,
+            "model_config": config_to_dict(model_cfg), "train_config": config_to_dict(cfg),
+        })
+        with open(out.with_name(out.name.removesuffix(".safetensors") + ".log.jsonl"), "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    with progress:
+        while step < cfg.steps:
+            out_of_time = cfg.minutes > 0 and time.monotonic() - start_time > cfg.minutes * 60
+            if any_true(out_of_time, dist_info):
+                break
+            x = torch.from_numpy(sampler.batch(cfg.batch_size))[:, None].to(device)  # [B, 1, T]
+            n_levels = sample_levels(cfg.batch_size, model_cfg.levels, cfg.quantizer_dropout,
+                                     dropout_gen).to(device)
+            with autocast:
+                y, _, commit = g_model(x, n_levels)
+            y = y.float()
+            losses = {"mel/loss": multiscale_mel_loss(x, y, sr, cfg.mel_windows),
+                      "wave/l1": (x - y).abs().mean(),
+                      "vq/commit": commit.float()}
+            if step >= cfg.adv_start:
+                with autocast:
+                    d_loss = hinge_d_loss(d_model(x), d_model(y.detach()))
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.grad_clip)
+                opt_d.step()
+                with autocast:
+                    fake = d_model(y)
+                    with torch.no_grad():
+                        real = d_model(x)
+                losses["adv/gen"] = hinge_g_loss(fake).float()
+                losses["adv/feat"] = feature_matching_loss(real, fake).float()
+                losses["adv/disc"] = d_loss.detach().float()
+            total = sum(weights[k] * v for k, v in losses.items() if k in weights)
+            if any_true(not bool(torch.isfinite(total)), dist_info):
+                raise AimusicError(
+                    f"non-finite loss at step {step} "
+                    f"({', '.join(f'{k}={float(v):.3g}' for k, v in losses.items())}); "
+                    f"stopped; the last good checkpoint is {out} (resume with --resume)")
+            opt_g.zero_grad(set_to_none=True)
+            total.backward()  # type: ignore[union-attr]
+            torch.nn.utils.clip_grad_norm_(codec.parameters(), cfg.grad_clip)
+            opt_g.step()
+            step += 1
+            progress.update(step, {k.split("/")[-1]: float(v.detach()) for k, v in losses.items()})
+            if step % cfg.val_every == 0 or step == cfg.steps:
+                metrics = {"step": step, **validate(codec, val_clips, device)}
+                history.append(metrics)
+                progress.note(metrics)
+                checkpoint()
+    if not history or history[-1]["step"] != step:  # stopped by the clock
+        metrics = {"step": step, **validate(codec, val_clips, device)}
+        history.append(metrics)
+        checkpoint()
+    metrics["elapsed_s"] = round(time.monotonic() - start_time, 1)
+    metrics["steps_per_s"] = round(progress.steps_done / max(1e-9, metrics["elapsed_s"]), 3)
+    if math.isnan(metrics.get("mel_distance", 0.0)):
+        raise AimusicError(f"validation produced NaN; see {out}")
+    return metrics

@@ -1,0 +1,101 @@
+"""Signal measures shared by training and evaluation: mel spectrograms, mel distance, SI-SDR,
+code-usage entropy. ``torch.stft`` with librosa's mel filterbanks (no torchaudio)."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+
+
+@functools.lru_cache(maxsize=32)
+def _mel_basis(sr: int, n_fft: int, n_mels: int) -> torch.Tensor:
+    import librosa
+
+    fb = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=sr / 2)
+    return torch.from_numpy(fb).float()  # [n_mels, n_fft // 2 + 1]
+
+
+@functools.lru_cache(maxsize=32)
+def _window(n_fft: int) -> torch.Tensor:
+    return torch.hann_window(n_fft)
+
+
+def mel_spectrogram(x: torch.Tensor, sr: int, n_fft: int, n_mels: int, power: float = 1.0):
+    """Mel magnitude spectrogram of ``x`` [..., T] -> [..., n_mels, frames] (hop n_fft // 4)."""
+    shape = x.shape
+    x = x.reshape(-1, shape[-1]).float()
+    if x.shape[-1] < n_fft:  # stft's reflect padding needs at least n_fft // 2 samples
+        x = torch.nn.functional.pad(x, (0, n_fft - x.shape[-1]))
+    spec = torch.stft(
+        x,
+        n_fft,
+        hop_length=n_fft // 4,
+        window=_window(n_fft).to(x.device),
+        center=True,
+        return_complex=True,
+    )
+    mag = spec.abs().pow(power)
+    mel = _mel_basis(sr, n_fft, n_mels).to(x.device) @ mag
+    return mel.reshape(*shape[:-1], n_mels, mel.shape[-1])
+
+
+def mels_for(n_fft: int) -> int:
+    """Mel bands per window size: enough to resolve, never more than the FFT has bins."""
+    return max(4, min(80, n_fft // 8))
+
+
+def multiscale_mel_loss(
+    ref: torch.Tensor, est: torch.Tensor, sr: int, windows: tuple[int, ...]
+) -> torch.Tensor:
+    """Training reconstruction loss: per window, L1 of log mel plus L1 of mel magnitude."""
+    total = ref.new_zeros(())
+    for w in windows:
+        m_ref = mel_spectrogram(ref, sr, w, mels_for(w))
+        m_est = mel_spectrogram(est, sr, w, mels_for(w))
+        total = total + (m_ref.clamp_min(1e-5).log() - m_est.clamp_min(1e-5).log()).abs().mean()
+        total = total + (m_ref - m_est).abs().mean()
+    return total / len(windows)
+
+
+EVAL_WINDOWS = (512, 1024, 2048)
+
+
+@torch.no_grad()
+def mel_distance(ref: torch.Tensor | np.ndarray, est: torch.Tensor | np.ndarray, sr: int) -> float:
+    """Evaluation metric: mean |log10 mel(ref) - log10 mel(est)| over windows 512/1024/2048,
+    80 mel bands. 0 is identical; lower is better. Inputs are 1-D signals of equal length."""
+    r = torch.as_tensor(ref, dtype=torch.float32)
+    e = torch.as_tensor(est, dtype=torch.float32)
+    n = min(r.shape[-1], e.shape[-1])
+    r, e = r[..., :n], e[..., :n]
+    dists = []
+    for w in EVAL_WINDOWS:
+        a = mel_spectrogram(r, sr, w, 80).clamp_min(1e-5).log10()
+        b = mel_spectrogram(e, sr, w, 80).clamp_min(1e-5).log10()
+        dists.append((a - b).abs().mean().item())
+    return float(np.mean(dists))
+
+
+def si_sdr(ref: torch.Tensor | np.ndarray, est: torch.Tensor | np.ndarray) -> float:
+    """Scale-invariant signal-to-distortion ratio in dB (higher is better)."""
+    r = np.asarray(ref, dtype=np.float64)
+    e = np.asarray(est, dtype=np.float64)
+    n = min(r.shape[-1], e.shape[-1])
+    r, e = r[:n] - r[:n].mean(), e[:n] - e[:n].mean()
+    alpha = float(np.dot(e, r) / (np.dot(r, r) + 1e-12))
+    target = alpha * r
+    noise = e - target
+    return 10 * math.log10((np.dot(target, target) + 1e-12) / (np.dot(noise, noise) + 1e-12))
+
+
+def normalized_entropy(codes: torch.Tensor | np.ndarray, num_codes: int) -> float:
+    """Entropy of the code histogram divided by log(num_codes): 1 is uniform use, 0 one code."""
+    c = torch.as_tensor(codes).reshape(-1).long()
+    if c.numel() == 0:
+        return 0.0
+    p = torch.bincount(c, minlength=num_codes).double()
+    p = p[p > 0] / c.numel()
+    return float(-(p * p.log()).sum() / math.log(num_codes))

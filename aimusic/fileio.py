@@ -1,0 +1,62 @@
+"""Atomic writes and content hashes: an output is never half-written."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success fsync it and rename over ``path``.
+
+    The temporary keeps the suffix so writers that infer a format from it still work. On
+    failure the temporary is removed and ``path`` is left as it was.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.stem}.tmp{os.getpid()}{p.suffix}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    with contextlib.suppress(OSError):  # persist the rename itself
+        fd = os.open(p.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    p = Path(path)
+    with atomic_path(p) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    return p
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    p = Path(path)
+    with atomic_path(p) as tmp:
+        tmp.write_bytes(data)
+    return p
+
+
+def file_hash(path: str | os.PathLike, length: int = 16) -> str:
+    """First ``length`` hex digits of the file's SHA-256: the identity artifacts depend on."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:length]

@@ -1,0 +1,67 @@
+"""Process-wide settings the CLI's global options set: device, seed, verbosity, console."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from aimusic.errors import AimusicError
+
+console = Console(stderr=True)  # progress, logs, errors
+stdout = Console()  # results a script may read
+log = logging.getLogger("aimusic")
+
+
+@dataclass
+class Settings:
+    device: str = "auto"
+    seed: int | None = None
+    verbose: bool = False
+    quiet: bool = False
+
+
+settings = Settings()
+
+
+def resolve_device(name: str | None = None) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
+    name = name or settings.device
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise AimusicError("--device cuda asked for, but torch sees no CUDA GPU (try --device cpu)")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise AimusicError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def configure_threads() -> None:
+    """Respect OMP_NUM_THREADS / AIMUSIC_THREADS; otherwise torch's default (all cores)."""
+    n = os.environ.get("AIMUSIC_THREADS")
+    if n:
+        torch.set_num_threads(int(n))
+
+
+def setup_logging(verbose: bool, quiet: bool) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = RichHandler(console=console, show_path=False, show_time=False)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
+    log.setLevel(level)
+
+
+def default_models_dir() -> str:
+    return os.environ.get("AIMUSIC_MODELS", "models")

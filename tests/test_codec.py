@@ -1,0 +1,223 @@
+"""Codec: shapes, causality, RVQ units, streaming, learning on real audio, resume, DDP, CLI."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SR, melody
+from typer.testing import CliRunner
+
+from aimusic.audio import load_audio, save_audio
+from aimusic.cli import app
+from aimusic.codec.model import Codec, load_codec, preset_tiny, save_codec
+from aimusic.codec.quantizer import ResidualVQ, VectorQuantizer, ema_update, kmeans, nearest
+from aimusic.codec.stream import context_frames, decode_stream, encode_stream
+from aimusic.codec.train import TRAIN_PRESETS, sample_levels, train_codec
+from aimusic.dsp import mel_distance
+from aimusic.errors import AimusicError, ArtifactError
+
+CPU = torch.device("cpu")
+
+
+def tiny_train(**kw):
+    return dataclasses.replace(TRAIN_PRESETS["tiny"](), **kw)
+
+
+@pytest.mark.parametrize("length", [1, 319, 320, 4801, 24000 + 77])
+def test_shapes_and_round_trip_at_random_lengths(length: int) -> None:
+    torch.manual_seed(length)
+    codec = Codec(preset_tiny()).eval()
+    x = torch.randn(2, 1, length) * 0.1
+    codes = codec.encode(x)
+    frames = -(-length // codec.cfg.hop)
+    assert codes.shape == (2, 8, frames) and codes.dtype == torch.long
+    assert int(codes.max()) < codec.cfg.codebook_size
+    assert codec.decode(codes).shape == (2, 1, frames * codec.cfg.hop)
+    assert codec.encode(x, 2).shape == (2, 2, frames)
+    codec.train()
+    y, c, commit = codec(x)
+    assert y.shape == x.shape and c.shape == (2, 8, frames) and commit.ndim == 0
+
+
+def test_causal_codec_output_never_depends_on_later_input() -> None:
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(preset_tiny(), causal=True)
+    codec = Codec(cfg).eval()
+    hop = cfg.hop
+    x = torch.randn(1, 1, 40 * hop) * 0.1
+    z_ref, y_ref = codec.encoder(x), codec.decoder(codec.encoder(x))
+    for cut in (7 * hop, 20 * hop, 33 * hop):
+        x2 = x.clone()
+        x2[..., cut:] = torch.randn_like(x2[..., cut:])
+        z2 = codec.encoder(x2)
+        # frames ending at or before the cut are identical; encoder latency is one frame
+        torch.testing.assert_close(z2[..., : cut // hop], z_ref[..., : cut // hop])
+        assert not torch.allclose(z2[..., cut // hop :], z_ref[..., cut // hop :])
+        y2 = codec.decoder(z2)
+        torch.testing.assert_close(y2[..., :cut], y_ref[..., :cut])
+    noncausal = Codec(preset_tiny()).eval()
+    x2 = x.clone()
+    x2[..., 20 * hop :] += 1.0
+    assert not torch.allclose(noncausal.encoder(x2)[..., 19], noncausal.encoder(x)[..., 19])
+
+
+def test_kmeans_finds_separated_clusters() -> None:
+    g = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = torch.cat([c + 0.1 * torch.randn(50, 2, generator=g) for c in centers])
+    found = kmeans(x, 3, generator=g)
+    for c in centers:
+        assert (found - c).norm(dim=1).min() < 0.2
+    assert kmeans(x[:2], 5, generator=g).shape == (5, 2)  # fewer points than codes
+
+
+def test_ema_update_moves_codes_to_batch_means() -> None:
+    cluster = torch.ones(2)
+    embed_sum = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    counts = torch.tensor([2.0, 0.0])
+    sums = torch.tensor([[4.0, 2.0], [0.0, 0.0]])
+    new = ema_update(cluster, embed_sum, counts, sums, decay=0.0)
+    torch.testing.assert_close(new[0], torch.tensor([2.0, 1.0]), atol=1e-4, rtol=0)
+    assert cluster.tolist() == [2.0, 0.0]
+
+
+def test_vq_init_update_and_dead_code_replacement() -> None:
+    torch.manual_seed(0)
+    vq = VectorQuantizer(dim=4, size=8, decay=0.5, dead_fraction=0.05)
+    x = torch.randn(64, 4)
+    vq.init_from(x)
+    assert bool(vq.initted)
+    codes = vq.encode(x)
+    torch.testing.assert_close(codes, nearest(x, vq.embed))
+    far = torch.full((16, 4), 100.0)
+    vq.cluster_size[:3] = 0.0  # three unused codes
+    vq.cluster_size[3:] = 10.0
+    vq.update(far, vq.encode(far))
+    # the dead codes were replaced by batch vectors: now one sits exactly on `far`
+    assert (vq.embed - far[0]).norm(dim=1).min() < 1e-4
+
+
+def test_residual_levels_reduce_error_and_dropout_masks_levels() -> None:
+    torch.manual_seed(0)
+    rvq = ResidualVQ(dim=8, levels=4, size=16).train()
+    z = torch.randn(2, 8, 50)
+    for _ in range(3):
+        rvq(z)
+    rvq.eval()
+    errs = [(rvq.decode(rvq.encode(z, n)) - z).pow(2).mean().item() for n in (1, 2, 3, 4)]
+    assert errs == sorted(errs, reverse=True) and errs[-1] < 0.6 * errs[0]
+    q, codes, _ = rvq(z, torch.tensor([1, 4]))
+    torch.testing.assert_close(q[0], rvq.layers[0].decode(codes[0, 0]).t())
+    g = torch.Generator().manual_seed(0)
+    n = sample_levels(1000, 8, 0.5, g)
+    assert 0.45 < (n == 8).float().mean() < 0.62 and int(n.min()) == 1
+
+
+def test_chunked_streaming_equals_whole_file() -> None:
+    torch.manual_seed(1)
+    codec = Codec(preset_tiny()).eval()
+    x = torch.randn(1, 1, SR * 4 + 123) * 0.2
+    whole = codec.encode(x)[0]
+    blocks = iter([x[0, 0, i : i + 5000].numpy() for i in range(0, x.shape[-1], 5000)])
+    codes, n = encode_stream(codec, blocks, 8, chunk_frames=3 * context_frames(codec))
+    assert n == x.shape[-1] and torch.equal(codes, whole)
+    y = np.concatenate(list(decode_stream(codec, whole, chunk_frames=37)))
+    np.testing.assert_allclose(y, codec.decode(whole[None])[0, 0].numpy(), atol=1e-5)
+
+
+def test_tiny_codec_learns_a_real_clip(real_clip: Path, tmp_path: Path) -> None:
+    """Overfit three seconds of recorded music: mel distance falls by a large factor."""
+    clip = load_audio(real_clip, SR)
+    torch.manual_seed(0)
+    before = Codec(preset_tiny()).eval()
+    d0 = mel_distance(clip, before.decode(before.encode(torch.from_numpy(clip)[None, None]))[
+        0, 0, : clip.size], SR)
+    cfg = tiny_train(steps=120, lr=2e-3, adv_start=10**9, val_every=120, val_seconds=3.0,
+                     segment_seconds=1.0, batch_size=4)
+    m = train_codec(real_clip.parent, tmp_path / "c.safetensors", preset_tiny(), cfg, CPU,
+                    val_dir=real_clip.parent, show_progress=False)
+    assert m["mel_distance"] < d0 / 2, (d0, m)
+    assert np.mean(m["code_usage"]) > 0.5
+
+
+def _weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_resume_continues_exactly(synth_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_train(steps=6, adv_start=2, val_every=3)
+    train_codec(synth_dir, tmp_path / "a.safetensors", preset_tiny(), cfg, CPU,
+                show_progress=False)
+    train_codec(synth_dir, tmp_path / "b.safetensors", preset_tiny(),
+                dataclasses.replace(cfg, steps=3), CPU, show_progress=False)
+    train_codec(synth_dir, tmp_path / "b.safetensors", preset_tiny(), cfg, CPU, resume=True,
+                show_progress=False)
+    a, b = _weights(tmp_path / "a.safetensors"), _weights(tmp_path / "b.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(synth_dir, tmp_path, monkeypatch):
+    import aimusic.codec.train as tr
+
+    out = tmp_path / "c.safetensors"
+    train_codec(synth_dir, out, preset_tiny(), tiny_train(steps=2, val_every=2), CPU,
+                show_progress=False)
+    good = out.read_bytes()
+    monkeypatch.setattr(tr, "multiscale_mel_loss", lambda *a: torch.tensor(float("nan")))
+    with pytest.raises(AimusicError, match="non-finite loss at step 2.*last good checkpoint"):
+        train_codec(synth_dir, out, preset_tiny(), tiny_train(steps=4, val_every=2), CPU,
+                    resume=True, show_progress=False)
+    assert out.read_bytes() == good
+
+
+def test_two_process_gloo_ddp_run(synth_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp.safetensors"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "AIMUSIC_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "aimusic", "-q", "--device", "cpu", "train-codec", str(synth_dir), "--preset",
+         "tiny", "--steps", "4", "-o", str(out)],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert load_codec(out).cfg == preset_tiny()
+
+
+runner = CliRunner()
+
+
+def test_cli_encode_decode_and_foreign_codes(synth_dir: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    c1, c2 = Codec(preset_tiny()), Codec(preset_tiny())
+    save_codec(c1, tmp_path / "c1.safetensors")
+    save_codec(c2, tmp_path / "c2.safetensors")
+    wav = tmp_path / "in.wav"
+    save_audio(wav, melody(2.3), SR)
+    r = runner.invoke(app, ["encode", str(wav), "--codec", str(tmp_path / "c1.safetensors"),
+                            "--bandwidth", "0.9"])
+    assert r.exit_code == 0, r.output
+    codes = tmp_path / "in.codes.safetensors"
+    r = runner.invoke(app, ["decode", str(codes), "-o", str(tmp_path / "out.wav"),
+                            "--codec", str(tmp_path / "c1.safetensors")])
+    assert r.exit_code == 0, r.output
+    y = load_audio(tmp_path / "out.wav")
+    assert y.size == int(2.3 * SR)
+    r = runner.invoke(app, ["decode", str(codes), "--codec", str(tmp_path / "c2.safetensors")])
+    assert r.exit_code == 1 and "made by codec" in r.output.replace("\n", "")
+    r = runner.invoke(app, ["info", str(codes)])
+    assert "aimusic.codes/1" in r.output and "bandwidth_kbps: 0.9" in r.output
+
+
+def test_missing_codec_names_the_command_that_makes_it(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="aimusic train-codec"):
+        load_codec(tmp_path / "none.safetensors")
+    with pytest.raises(AimusicError, match="not available"):
+        preset_tiny().levels_for(5.0)
