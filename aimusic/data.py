@@ -57,7 +57,8 @@ def scan(root: str | Path, val_dir: str | Path | None = None, val_fraction: floa
     infos = readable(list_audio_files(root))
     if val_dir is not None:  # an explicit validation set: everything under root trains
         return _checked(Collection(root, infos, readable(list_audio_files(val_dir)), skipped))
-    train, val = [], []
+    train: list[AudioInfo] = []
+    val: list[AudioInfo] = []
     for info in infos:
         rel = info.path.relative_to(root) if info.path.is_relative_to(root) else info.path
         dirs = {d.lower() for d in rel.parts[:-1]}
@@ -112,7 +113,7 @@ class SegmentSampler:
         return np.stack([self.segment() for _ in range(size)])
 
     def state(self) -> dict:
-        return self.rng.bit_generator.state
+        return dict(self.rng.bit_generator.state)
 
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state

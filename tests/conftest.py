@@ -11,7 +11,8 @@ import torch
 from aimusic.audio import save_audio
 
 SR = 24000
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# one thread: OpenMP's spinning makes two threads many times slower when the other core is busy
+torch.set_num_threads(1)
 
 
 def tone(freq: float, seconds: float, sr: int = SR, amp: float = 0.5) -> np.ndarray:

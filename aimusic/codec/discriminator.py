@@ -10,6 +10,8 @@ from torch.nn.utils.parametrizations import weight_norm
 
 
 class STFTDiscriminator(nn.Module):
+    window: torch.Tensor
+
     def __init__(self, n_fft: int, channels: int = 32) -> None:
         super().__init__()
         self.n_fft = n_fft
@@ -47,20 +49,24 @@ class MultiScaleSTFTDiscriminator(nn.Module):
 
 def hinge_d_loss(real: list, fake: list) -> torch.Tensor:
     """Discriminator hinge loss averaged over scales."""
-    loss = sum(torch.relu(1 - r[0]).mean() + torch.relu(1 + f[0]).mean()
-               for r, f in zip(real, fake))
-    return loss / len(real)  # type: ignore[operator]
+    loss = torch.zeros(())
+    for r, f in zip(real, fake):
+        loss = loss + torch.relu(1 - r[0]).mean() + torch.relu(1 + f[0]).mean()
+    return loss / len(real)
 
 
 def hinge_g_loss(fake: list) -> torch.Tensor:
-    return sum(torch.relu(1 - f[0]).mean() for f in fake) / len(fake)  # type: ignore[return-value]
+    loss = torch.zeros(())
+    for f in fake:
+        loss = loss + torch.relu(1 - f[0]).mean()
+    return loss / len(fake)
 
 
 def feature_matching_loss(real: list, fake: list) -> torch.Tensor:
     """L1 between feature maps of real and generated audio, relative to the real maps' scale."""
-    total, n = 0.0, 0
+    total, n = torch.zeros(()), 0
     for (_, fr), (_, ff) in zip(real, fake):
         for a, b in zip(fr, ff):
             total = total + (a.detach() - b).abs().mean() / (a.detach().abs().mean() + 1e-5)
             n += 1
-    return total / n  # type: ignore[return-value]
+    return total / n

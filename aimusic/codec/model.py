@@ -127,7 +127,7 @@ class Codec(nn.Module):
 
         for m in self.modules():
             if parametrize.is_parametrized(m):
-                for name in list(m.parametrizations.keys()):  # type: ignore[union-attr]
+                for name in list(m.parametrizations.keys()):  # type: ignore[union-attr, operator]
                     parametrize.remove_parametrizations(m, name)
         return self
 

@@ -82,6 +82,11 @@ class VectorQuantizer(nn.Module):
     relative, so the rule means the same for any batch size.
     """
 
+    embed: torch.Tensor  # [size, dim]
+    cluster_size: torch.Tensor  # [size] EMA usage
+    embed_sum: torch.Tensor  # [size, dim] EMA of assigned vectors' sums
+    initted: torch.Tensor
+
     def __init__(self, dim: int, size: int, decay: float = 0.99, dead_fraction: float = 0.05):
         super().__init__()
         self.size, self.decay, self.dead_fraction = size, decay, dead_fraction
@@ -145,6 +150,9 @@ class ResidualVQ(nn.Module):
         self.levels = levels
         self.layers = nn.ModuleList(VectorQuantizer(dim, size, decay) for _ in range(levels))
 
+    def vq(self, level: int) -> VectorQuantizer:
+        return self.layers[level]  # type: ignore[return-value]
+
     def forward(
         self, z: torch.Tensor, n_levels: torch.Tensor | int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -164,7 +172,8 @@ class ResidualVQ(nn.Module):
         residual = x
         quantized = torch.zeros_like(x)
         codes = []
-        for level, vq in enumerate(self.layers):
+        for level in range(self.levels):
+            vq = self.vq(level)
             active = per_row > level
             if self.training and not bool(vq.initted):
                 vq.init_from(residual[active] if active.any() else residual)
@@ -187,9 +196,9 @@ class ResidualVQ(nn.Module):
         B, D, F = z.shape
         residual = z.transpose(1, 2).reshape(B * F, D).float()
         codes = []
-        for vq in self.layers[:n_levels]:
-            c = vq.encode(residual)
-            residual = residual - vq.decode(c)
+        for level in range(n_levels):
+            c = self.vq(level).encode(residual)
+            residual = residual - self.vq(level).decode(c)
             codes.append(c.reshape(B, F))
         return torch.stack(codes, 1)
 
@@ -197,5 +206,7 @@ class ResidualVQ(nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, K, F] (any K <= levels) -> quantized latents [B, D, F]."""
         B, K, F = codes.shape
-        q = sum(self.layers[k].decode(codes[:, k]) for k in range(K))
-        return q.transpose(1, 2)  # type: ignore[union-attr]
+        q = self.vq(0).decode(codes[:, 0])  # [B, F, D]
+        for k in range(1, K):
+            q = q + self.vq(k).decode(codes[:, k])
+        return q.transpose(1, 2)

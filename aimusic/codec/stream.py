@@ -180,7 +180,7 @@ def load_codes(path: str | os.PathLike, codec: Codec | None = None) -> tuple[tor
         made_by = art.depends.get("codec")
         if made_by != codec_hash(codec):
             raise ArtifactError(
-                path, f"these codes were made by codec {made_by}, not by "
+                Path(path), f"these codes were made by codec {made_by}, not by "
                 f"{getattr(codec, 'source_path', '?')} ({codec_hash(codec)}); decode them with "
                 "the codec that made them")
     return art.tensors["codes"].long(), art.config

@@ -67,7 +67,9 @@ TRAIN_PRESETS = {
     "tiny": lambda: CodecTrainConfig(batch_size=2, segment_seconds=0.5, adv_start=20,
                                      disc_channels=4, val_every=50, val_clips=2,
                                      val_seconds=1.0),
-    "small": CodecTrainConfig,
+    # the discriminator costs 4-5x a reconstruction step on a CPU: an hour's CPU budget
+    # trains reconstruction only; longer runs get the adversarial phase
+    "small": lambda: CodecTrainConfig(adv_start=20_000, disc_channels=8),
     "base": lambda: CodecTrainConfig(batch_size=32, segment_seconds=1.0, disc_channels=32,
                                      adv_start=5000, val_every=2000),
 }
@@ -159,7 +161,8 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
         step, history = int(state["step"]), list(state.get("history", []))
         log.info("resumed %s at step %d", state_file, step)
 
-    g_model, d_model = codec, disc
+    g_model: torch.nn.Module = codec
+    d_model: torch.nn.Module = disc
     if dist_info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -223,7 +226,7 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
             if any_true(not bool(torch.isfinite(total)), dist_info):
                 raise AimusicError(
                     f"non-finite loss at step {step} "
-                    f"({', '.join(f'{k}={float(v):.3g}' for k, v in losses.items())}); "
+                    f"({', '.join(f'{k}={float(v.detach()):.3g}' for k, v in losses.items())}); "
                     f"stopped; the last good checkpoint is {out} (resume with --resume)")
             opt_g.zero_grad(set_to_none=True)
             total.backward()  # type: ignore[union-attr]
