@@ -56,8 +56,10 @@ lint: install
 	$(BIN)/ruff check aimusic tests examples benchmarks
 	$(BIN)/mypy aimusic
 
+# EnCodec is the speed reference; --no-deps keeps torchaudio out (it is never imported for real)
 bench: install system-deps
-	$(BIN)/python benchmarks/bench_codec.py
+	$(BIN)/pip install -q --no-deps encodec einops
+	$(BIN)/python benchmarks/bench_codec.py --json benchmarks/codec.json
 
 corpus-small: install system-deps
 	$(BIN)/python examples/make_corpus.py --out $(CORPUS) --size small

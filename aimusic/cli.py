@@ -124,7 +124,10 @@ def _codec_path(codec: Path | None, models: Path | None) -> Path:
 
 @app.command("train-codec")
 def train_codec_cmd(
-    audio_dir: Annotated[Path, typer.Argument(help="Directory of audio (searched recursively).")],
+    audio_dirs: Annotated[
+        list[Path], typer.Argument(help="Folders of audio (searched recursively; val/ and test/ "
+                                        "subfolders are held out).")
+    ],
     out: Annotated[
         Optional[Path], typer.Option("-o", "--out", help="Model file [default: MODELS/codec.safetensors].")
     ] = None,
@@ -164,7 +167,7 @@ def train_codec_cmd(
             flags["seed"] = settings.seed
         train_cfg = update_config(train_cfg, {k: v for k, v in flags.items() if v is not None},
                                   "flags")
-        metrics = train_codec(audio_dir, out, model_cfg, train_cfg, resolve_device(),
+        metrics = train_codec(list(audio_dirs), out, model_cfg, train_cfg, resolve_device(),
                               resume=resume, val_dir=val_dir)
     from aimusic.artifacts import state_path
 

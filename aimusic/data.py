@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,24 @@ class Collection:
 
 def _stable_fraction(path: Path) -> float:
     return int(hashlib.sha1(path.name.encode()).hexdigest()[:8], 16) / 2**32
+
+
+def scan_all(
+    roots: list[str | Path] | str | Path, val_dir: str | Path | None = None
+) -> Collection:
+    """``scan`` over several folders, merged (each folder split by its own rules)."""
+    if isinstance(roots, (str, Path)):
+        roots = [roots]
+    parts = [scan(r, val_dir) for r in roots]
+    if len(parts) == 1:
+        return parts[0]
+    val = [] if val_dir is None else parts[0].val  # an explicit val set is listed once
+    return Collection(
+        Path(os.path.commonpath([str(Path(r).resolve()) for r in roots])),
+        [i for c in parts for i in c.train],
+        val or [i for c in parts for i in c.val],
+        [s for c in parts for s in c.skipped],
+    )
 
 
 def scan(root: str | Path, val_dir: str | Path | None = None, val_fraction: float = 0.05):

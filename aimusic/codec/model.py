@@ -32,6 +32,7 @@ class CodecConfig:
     dim: int = 128  # latent dimension
     levels: int = 8  # residual VQ levels
     codebook_size: int = 1024
+    codebook_dim: int = 8  # lookups happen on the unit sphere of this projection
     ema_decay: float = 0.99
     causal: bool = False
 
@@ -91,7 +92,8 @@ class Codec(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg.channels, cfg.ratios, cfg.dim, cfg.dilations,
                                cfg.causal, cfg.patch)
-        self.quantizer = ResidualVQ(cfg.dim, cfg.levels, cfg.codebook_size, cfg.ema_decay)
+        self.quantizer = ResidualVQ(cfg.dim, cfg.levels, cfg.codebook_size, cfg.codebook_dim,
+                                    cfg.ema_decay)
         self.decoder = Decoder(cfg.channels, cfg.ratios, cfg.dim, cfg.dilations,
                                cfg.causal, cfg.patch)
 
@@ -135,7 +137,7 @@ class Codec(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-TRAINING_ONLY = ("cluster_size", "embed_sum")  # EMA statistics: in the training state only
+TRAINING_ONLY = ("cluster_size", "embed_sum", "unused")  # EMA statistics: in the training state only
 
 
 def save_codec(codec: Codec, path: str | os.PathLike, extra: dict | None = None) -> Path:
@@ -158,6 +160,8 @@ def load_codec(path: str | os.PathLike, device: torch.device | str = "cpu") -> C
     art = load_artifact(p, FORMAT_KIND, FORMAT_VERSION)
     cfg = config_from_dict(CodecConfig, art.config, str(p))
     codec = Codec(cfg)
+    if not any(".parametrizations." in k for k in art.tensors):  # saved after folding
+        codec.fold_weight_norm()
     missing, unexpected = codec.load_state_dict(art.tensors, strict=False)
     missing = [k for k in missing if not k.endswith(TRAINING_ONLY)]
     if missing or unexpected:

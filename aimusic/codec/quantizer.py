@@ -1,16 +1,27 @@
-"""Residual vector quantizer with EMA codebooks, k-means init and dead-code replacement.
+"""Residual vector quantizer: EMA codebooks, k-means init, dead-code restarts, factorized
+L2-normalized lookups.
 
-Level l quantizes what levels 0..l-1 left over. The math lives in small pure functions
-(``kmeans``, ``nearest``, ``ema_update``) with direct tests; the modules hold state.
-Under torch.distributed the codebook statistics are summed over processes, so every
-rank keeps the same codebooks.
+Level l quantizes what levels 0..l-1 left over. Each level projects its input to a small
+``codebook_dim`` and L2-normalizes it before the nearest-code lookup (as the Descript codec
+does); the codebook itself learns by EMA from k-means initial values, and codes nobody
+chose for ``dead_after`` batches restart at random batch vectors. Why the factorized,
+normalized lookup: with plain Euclidean lookups in the 128-d latent, the encoder's output
+early in training is a drifting constant offset plus small variations, and level 0 spent
+itself on the offset (one code took every frame; usage entropy 0.01). On the unit sphere
+of a small projection, codes spread and are used.
+
+The math lives in small pure functions (``kmeans``, ``nearest``, ``ema_update``); the
+modules hold state. Under torch.distributed the codebook statistics are summed over
+processes, so every rank keeps the same codebooks.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
 
 
 def _dist() -> bool:
@@ -28,23 +39,23 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator=None) -> torch.Te
     """Centroids [k, D] of x [N, D]: k-means++ seeding, then Lloyd iterations.
 
     With fewer points than centroids, points are reused with a little noise; the
-    dead-code replacement during training spreads them out.
+    dead-code restarts during training spread them out.
     """
     n, _ = x.shape
     x = x.float()
-    # k-means++ seeding: each next centroid drawn in proportion to squared distance
     first = torch.randint(n, (1,), generator=generator)
     centroids = [x[first]]
     d2 = (x - centroids[0]).pow(2).sum(1)
-    for _ in range(1, min(k, n)):
-        probs = d2 / d2.sum() if d2.sum() > 0 else torch.full_like(d2, 1.0 / n)
+    for _ in range(1, min(k, n)):  # k-means++: next seed drawn in proportion to distance^2
+        total = d2.sum()
+        probs = d2 / total if total > 0 else torch.full_like(d2, 1.0 / n)
         idx = torch.multinomial(probs, 1, generator=generator)
         centroids.append(x[idx])
         d2 = torch.minimum(d2, (x - x[idx]).pow(2).sum(1))
     c = torch.cat(centroids)
     if c.shape[0] < k:  # too few points: reuse them, jittered
         extra = x[torch.randint(n, (k - c.shape[0],), generator=generator)]
-        scale = x.std(0, keepdim=True).clamp_min(1e-6) * 0.01
+        scale = x.std(0, keepdim=True).clamp_min(1e-3) * 0.05
         c = torch.cat([c, extra + scale * torch.randn(extra.shape, generator=generator)])
     for _ in range(iters):
         assign = nearest(x, c)
@@ -76,79 +87,94 @@ def ema_update(
 
 
 class VectorQuantizer(nn.Module):
-    """One codebook of ``size`` entries of dimension ``dim``.
+    """One level: project ``dim`` -> ``codebook_dim``, L2-normalize, nearest of ``size``
+    EMA codes, project back. Codes nobody chose in ``dead_after`` batches restart."""
 
-    A code is dead when its EMA usage falls below ``dead_fraction`` of the average code's:
-    relative, so the rule means the same for any batch size.
-    """
-
-    embed: torch.Tensor  # [size, dim]
+    embed: torch.Tensor  # [size, codebook_dim], EMA means of normalized vectors
     cluster_size: torch.Tensor  # [size] EMA usage
-    embed_sum: torch.Tensor  # [size, dim] EMA of assigned vectors' sums
+    embed_sum: torch.Tensor  # [size, codebook_dim]
+    unused: torch.Tensor  # [size] batches since each code was last chosen
     initted: torch.Tensor
 
-    def __init__(self, dim: int, size: int, decay: float = 0.99, dead_fraction: float = 0.05):
+    def __init__(self, dim: int, size: int, codebook_dim: int = 8, decay: float = 0.99,
+                 dead_after: int = 20) -> None:
         super().__init__()
-        self.size, self.decay, self.dead_fraction = size, decay, dead_fraction
-        self.register_buffer("embed", torch.randn(size, dim))
+        self.size, self.decay, self.dead_after = size, decay, dead_after
+        self.in_proj = weight_norm(nn.Linear(dim, codebook_dim))
+        self.out_proj = weight_norm(nn.Linear(codebook_dim, dim))
+        self.register_buffer("embed", F.normalize(torch.randn(size, codebook_dim), dim=1))
         self.register_buffer("cluster_size", torch.zeros(size))
-        self.register_buffer("embed_sum", torch.zeros(size, dim))
+        self.register_buffer("embed_sum", torch.zeros(size, codebook_dim))
+        self.register_buffer("unused", torch.zeros(size, dtype=torch.long))
         self.register_buffer("initted", torch.zeros((), dtype=torch.bool))
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """x [N, D] -> codes [N]."""
-        return nearest(x, self.embed)
+    def codebook(self) -> torch.Tensor:
+        """The unit-norm codes [size, codebook_dim] that lookups and decoding use."""
+        return F.normalize(self.embed, dim=1)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """x [N, dim] -> unit vectors [N, codebook_dim]."""
+        return F.normalize(self.in_proj(x), dim=1)
+
+    def lookup(self, xn: torch.Tensor) -> torch.Tensor:
+        """Unit vectors [N, codebook_dim] -> codes [N] (the largest cosine similarity)."""
+        return (xn @ self.codebook().t()).argmax(dim=1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.embed[codes]
+        """codes [...] -> vectors [..., dim]."""
+        return self.out_proj(self.codebook()[codes])
 
     @torch.no_grad()
-    def init_from(self, x: torch.Tensor) -> None:
+    def init_from(self, xn: torch.Tensor) -> None:
         """k-means initialisation from the first batch (rank 0's, shared with the others)."""
-        c = kmeans(x, self.size)
+        c = F.normalize(kmeans(xn, self.size), dim=1)
         if _dist():
             dist.broadcast(c, 0)
-        per_code = x.shape[0] / self.size  # the usage every code would have if all were equal
+        per_code = max(1.0, xn.shape[0] / self.size)
         self.embed.copy_(c)
         self.embed_sum.copy_(c * per_code)
         self.cluster_size.fill_(per_code)
         self.initted.fill_(True)
 
     @torch.no_grad()
-    def update(self, x: torch.Tensor, codes: torch.Tensor) -> None:
-        """EMA step from vectors x [N, D] and their codes, then replace dead codes."""
+    def update(self, xn: torch.Tensor, codes: torch.Tensor) -> None:
+        """EMA step from unit vectors xn [N, d] and their codes, then restart dead codes."""
         counts = torch.bincount(codes, minlength=self.size).float()
-        sums = torch.zeros_like(self.embed).index_add_(0, codes, x.float())
+        sums = torch.zeros_like(self.embed).index_add_(0, codes, xn.float())
         if _dist():
             dist.all_reduce(counts)
             dist.all_reduce(sums)
         self.embed.copy_(ema_update(self.cluster_size, self.embed_sum, counts, sums, self.decay))
-        self.replace_dead(x)
+        self.unused.add_(1).masked_fill_(counts > 0, 0)
+        self.replace_dead(xn)
 
     @torch.no_grad()
-    def replace_dead(self, x: torch.Tensor) -> int:
-        """Codes whose EMA usage fell under the threshold restart at random batch vectors."""
-        mean = self.cluster_size.mean()
-        dead = self.cluster_size < self.dead_fraction * mean
+    def replace_dead(self, xn: torch.Tensor) -> int:
+        """Codes unused for ``dead_after`` batches restart at random vectors of this batch."""
+        dead = self.unused >= self.dead_after
         n_dead = int(dead.sum())
-        if n_dead == 0 or x.shape[0] == 0:
+        if n_dead == 0 or xn.shape[0] == 0:
             return 0
-        pick = x[torch.randint(x.shape[0], (n_dead,), device=x.device)].float()
+        pick = xn[torch.randint(xn.shape[0], (n_dead,), device=xn.device)].float()
         if _dist():
             dist.broadcast(pick, 0)
+        mean = self.cluster_size.mean()
         self.embed[dead] = pick
         self.embed_sum[dead] = pick * mean
         self.cluster_size[dead] = mean
+        self.unused[dead] = 0
         return n_dead
 
 
 class ResidualVQ(nn.Module):
     """``levels`` quantizers in sequence. Latents are [B, D, F]; codes are [B, K, F]."""
 
-    def __init__(self, dim: int, levels: int, size: int, decay: float = 0.99):
+    def __init__(self, dim: int, levels: int, size: int, codebook_dim: int = 8,
+                 decay: float = 0.99) -> None:
         super().__init__()
         self.levels = levels
-        self.layers = nn.ModuleList(VectorQuantizer(dim, size, decay) for _ in range(levels))
+        self.layers = nn.ModuleList(
+            VectorQuantizer(dim, size, codebook_dim, decay) for _ in range(levels))
 
     def vq(self, level: int) -> VectorQuantizer:
         return self.layers[level]  # type: ignore[return-value]
@@ -158,54 +184,57 @@ class ResidualVQ(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Quantize z [B, D, F] with ``n_levels`` per item ([B] tensor or int; all if None).
 
-        Returns (quantized [B, D, F] with straight-through gradient, codes [B, K, F],
+        Returns (quantized [B, D, F] with straight-through gradients, codes [B, K, F],
         commitment loss). In training mode the codebooks learn (k-means init, EMA).
         Levels an item does not use contribute nothing and are not learned from.
         """
-        B, D, F = z.shape
+        B, D, F_ = z.shape
         if n_levels is None:
             n_levels = self.levels
         if isinstance(n_levels, int):
             n_levels = torch.full((B,), n_levels, device=z.device)
-        x = z.detach().transpose(1, 2).reshape(B * F, D).float()  # [B*F, D]
-        per_row = n_levels.repeat_interleave(F)  # [B*F]
-        residual = x
-        quantized = torch.zeros_like(x)
+        per_row = n_levels.repeat_interleave(F_)  # [B*F]
+        residual = z.transpose(1, 2).reshape(B * F_, D).float()
+        quantized = torch.zeros_like(residual)
+        commit = residual.new_zeros(())
         codes = []
         for level in range(self.levels):
             vq = self.vq(level)
             active = per_row > level
+            xn = vq.project(residual)
             if self.training and not bool(vq.initted):
-                vq.init_from(residual[active] if active.any() else residual)
-            c = vq.encode(residual)
-            q = vq.decode(c)
+                vq.init_from(xn.detach()[active] if active.any() else xn.detach())
+            c = vq.lookup(xn.detach())
             if self.training and active.any():
-                vq.update(residual[active], c[active])
-                q = vq.decode(c)
-            mask = active[:, None].to(q.dtype)
-            quantized = quantized + q * mask
-            residual = residual - q * mask
-            codes.append(c.reshape(B, F))
-        q_out = quantized.reshape(B, F, D).transpose(1, 2).to(z.dtype)
-        commit = (z - q_out).pow(2).mean()
-        return z + (q_out - z).detach(), torch.stack(codes, 1), commit
+                vq.update(xn.detach()[active], c[active])
+                c = vq.lookup(xn.detach())
+            cn = vq.codebook()[c]
+            mask = active[:, None].float()
+            commit = commit + ((xn - cn).pow(2) * mask).sum() / mask.sum().clamp_min(1)
+            q = vq.out_proj(xn + (cn - xn).detach()) * mask  # straight-through
+            quantized = quantized + q
+            residual = residual - q
+            codes.append(c.reshape(B, F_))
+        out = quantized.reshape(B, F_, D).transpose(1, 2).to(z.dtype)
+        return out, torch.stack(codes, 1), commit / self.levels
 
     @torch.no_grad()
     def encode(self, z: torch.Tensor, n_levels: int) -> torch.Tensor:
         """z [B, D, F] -> codes [B, n_levels, F]."""
-        B, D, F = z.shape
-        residual = z.transpose(1, 2).reshape(B * F, D).float()
+        B, D, F_ = z.shape
+        residual = z.transpose(1, 2).reshape(B * F_, D).float()
         codes = []
         for level in range(n_levels):
-            c = self.vq(level).encode(residual)
-            residual = residual - self.vq(level).decode(c)
-            codes.append(c.reshape(B, F))
+            vq = self.vq(level)
+            c = vq.lookup(vq.project(residual))
+            residual = residual - vq.decode(c)
+            codes.append(c.reshape(B, F_))
         return torch.stack(codes, 1)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, K, F] (any K <= levels) -> quantized latents [B, D, F]."""
-        B, K, F = codes.shape
+        B, K, F_ = codes.shape
         q = self.vq(0).decode(codes[:, 0])  # [B, F, D]
         for k in range(1, K):
             q = q + self.vq(k).decode(codes[:, k])

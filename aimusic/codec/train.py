@@ -29,7 +29,7 @@ from aimusic.codec.discriminator import (
 )
 from aimusic.codec.model import Codec, CodecConfig, save_codec
 from aimusic.config import config_from_dict, config_to_dict
-from aimusic.data import SegmentSampler, fixed_clips, scan
+from aimusic.data import SegmentSampler, fixed_clips, scan_all
 from aimusic.distributed import any_true, setup, teardown
 from aimusic.dsp import mel_distance, multiscale_mel_loss, normalized_entropy, si_sdr
 from aimusic.errors import AimusicError
@@ -108,7 +108,7 @@ def validate(codec: Codec, clips: list[np.ndarray], device: torch.device) -> dic
 
 
 def train_codec(
-    audio_dir: str | Path,
+    audio_dir: str | Path | list[str | Path],
     out: str | Path,
     model_cfg: CodecConfig,
     train_cfg: CodecTrainConfig,
@@ -117,7 +117,8 @@ def train_codec(
     val_dir: str | Path | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Train a codec on the audio under ``audio_dir``; returns the last validation metrics."""
+    """Train a codec on the audio under ``audio_dir`` (one folder or several); returns the
+    last validation metrics."""
     out = Path(out)
     dist_info = setup(device)
     try:
@@ -135,7 +136,8 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
         cfg = config_from_dict(CodecTrainConfig, {**state["train_config"],
                                                   "steps": cfg.steps, "minutes": cfg.minutes},
                                str(state_file))
-    collection = scan(audio_dir, val_dir)
+    collection = scan_all(audio_dir, val_dir)
+    data_desc = ", ".join(map(str, audio_dir if isinstance(audio_dir, list) else [audio_dir]))
     if dist_info.main:
         log.info("training on %d files, validating on %d (%d skipped)",
                  len(collection.train), len(collection.val), len(collection.skipped))
@@ -183,7 +185,7 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
     def checkpoint() -> None:
         if not dist_info.main:
             return
-        save_codec(codec, out, extra={"steps": step, "data": str(audio_dir), **metrics})
+        save_codec(codec, out, extra={"steps": step, "data": data_desc, **metrics})
         save_state(state_file, {
             "codec": codec.state_dict(), "disc": disc.state_dict(),
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
