@@ -38,6 +38,7 @@ class TrainProgress:
     def __init__(self, name: str, total: int, start: int = 0, enabled: bool = True) -> None:
         self.enabled = enabled and not settings.quiet
         self.start, self.steps_done, self._t0 = start, 0, time.monotonic()
+        self.name, self.total, self._last_line = name, total, 0.0
         self.progress = Progress(
             TextColumn(f"[bold]{name}[/]"),
             BarColumn(),
@@ -64,6 +65,12 @@ class TrainProgress:
         rate = self.steps_done / max(1e-9, time.monotonic() - self._t0)
         self.progress.update(self.task, completed=step, losses=_fmt(losses),
                              rate=f"{rate:.2f} it/s")
+        now = time.monotonic()
+        # no live bar in a log file or CI: a plain line every 30 s instead
+        if self.enabled and not console.is_terminal and now - self._last_line > 30:
+            self._last_line = now
+            console.print(f"{self.name} step {step}/{self.total}  {rate:.2f} it/s  "
+                          f"{_fmt(losses)}", highlight=False)
 
     def note(self, metrics: dict[str, Any]) -> None:
         if self.enabled:

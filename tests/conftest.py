@@ -45,8 +45,7 @@ def synth_dir(tmp_path_factory) -> Path:
 
 def _find_real_clip() -> Path | None:
     """A real recording from Debian's soundtrack packages, if installed."""
-    for root in ("/usr/share/hyperrogue/music", "/usr/share/games/asc/music",
-                 "/usr/share/games/nexuiz/data/sound/cdtracks"):
+    for root in ("/usr/share/hyperrogue/music",):
         p = Path(root)
         if p.is_dir():
             files = sorted(p.glob("*.ogg"))

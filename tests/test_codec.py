@@ -238,3 +238,22 @@ def test_missing_codec_names_the_command_that_makes_it(tmp_path: Path) -> None:
         load_codec(tmp_path / "none.safetensors")
     with pytest.raises(AimusicError, match="not available"):
         preset_tiny().levels_for(5.0)
+
+
+@pytest.mark.skipif(not __import__("shutil").which("opusenc"), reason="opus-tools not installed")
+def test_cli_eval_codec_with_opus_writes_json(synth_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    torch.manual_seed(0)
+    save_codec(Codec(preset_tiny()), tmp_path / "c.safetensors")
+    r = runner.invoke(app, ["eval", "codec", str(synth_dir), "--codec", str(tmp_path / "c.safetensors"),
+                            "--vs-opus", "--seconds", "2", "--clips", "2", "--json",
+                            "-o", str(tmp_path / "e.json")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "e.json").read_text())
+    assert res["clips"] == 2 and set(res["codec"]) == {"0.9", "1.8", "3.6"}
+    for row in res["codec"].values():
+        assert row["mel_distance"] > 0 and row["encode_x_realtime"] > 0
+    assert set(res["opus"]) == {"6", "12"}
+    # Opus at 12 kbps is closer to the original than at 6, on the same measure
+    assert res["opus"]["12"]["mel_distance"] < res["opus"]["6"]["mel_distance"]
