@@ -89,12 +89,14 @@ def test_ema_update_moves_codes_to_batch_means() -> None:
 def test_vq_init_update_and_dead_code_replacement() -> None:
     torch.manual_seed(0)
     vq = VectorQuantizer(dim=4, size=8, codebook_dim=4, decay=0.5, dead_after=3)
-    xn = vq.project(torch.randn(64, 4)).detach()
-    torch.testing.assert_close(xn.norm(dim=1), torch.ones(64))
+    x = torch.randn(64, 4) + 5.0
+    vq.track_center(x)
+    torch.testing.assert_close(vq.center, x.mean(0))
+    xn = vq.project(x).detach()
     vq.init_from(xn)
     assert bool(vq.initted)
-    torch.testing.assert_close(vq.lookup(xn), nearest(xn, vq.codebook()))  # cosine = L2 on sphere
-    far = torch.nn.functional.normalize(torch.ones(16, 4), dim=1)
+    torch.testing.assert_close(vq.lookup(xn), nearest(xn, vq.codebook()))
+    far = torch.full((16, 4), 100.0)
     vq.unused[:3] = 2  # three codes nobody chose for two batches: one more makes them dead
     before = vq.codebook().clone()
     vq.update(far, vq.lookup(far))

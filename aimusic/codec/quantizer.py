@@ -1,14 +1,19 @@
 """Residual vector quantizer: EMA codebooks, k-means init, dead-code restarts, factorized
-L2-normalized lookups.
+lookups around a running center.
 
-Level l quantizes what levels 0..l-1 left over. Each level projects its input to a small
-``codebook_dim`` and L2-normalizes it before the nearest-code lookup (as the Descript codec
-does); the codebook itself learns by EMA from k-means initial values, and codes nobody
-chose for ``dead_after`` batches restart at random batch vectors. Why the factorized,
-normalized lookup: with plain Euclidean lookups in the 128-d latent, the encoder's output
-early in training is a drifting constant offset plus small variations, and level 0 spent
-itself on the offset (one code took every frame; usage entropy 0.01). On the unit sphere
-of a small projection, codes spread and are used.
+Level l quantizes what levels 0..l-1 left over. Each level subtracts a running center of
+its input, projects the rest to a small ``codebook_dim`` (8) and finds the nearest code
+there (the factorized lookup of the Descript codec); decoding adds the center back to the
+code's projection into the latent. Codebooks learn by EMA from k-means initial values, and
+codes nobody chose for ``dead_after`` batches restart at random batch vectors.
+
+Why not plain lookups in the 128-d latent, as SoundStream and EnCodec do: early in a
+CPU-sized run the encoder's output drifted to a constant offset 25 times its variation,
+and level 0 spent itself on it (one code took every frame; usage entropy 0.01). Centering
+removes the offset from what the codes must describe, and a small penalty on the latent's
+mean (returned with the commitment loss) stops the drift, so the running center that
+inference uses stays where training put it. (L2-normalized lookups, tried too, collapse
+the same way whenever one direction dominates the centered latent.)
 
 The math lives in small pure functions (``kmeans``, ``nearest``, ``ema_update``); the
 modules hold state. Under torch.distributed the codebook statistics are summed over
@@ -19,7 +24,6 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
@@ -87,14 +91,17 @@ def ema_update(
 
 
 class VectorQuantizer(nn.Module):
-    """One level: project ``dim`` -> ``codebook_dim``, L2-normalize, nearest of ``size``
-    EMA codes, project back. Codes nobody chose in ``dead_after`` batches restart."""
+    """One level: subtract the center, project ``dim`` -> ``codebook_dim``, nearest of
+    ``size`` EMA codes, project back and add the center. Codes nobody chose in
+    ``dead_after`` batches restart."""
 
-    embed: torch.Tensor  # [size, codebook_dim], EMA means of normalized vectors
+    embed: torch.Tensor  # [size, codebook_dim], EMA means of projected vectors
     cluster_size: torch.Tensor  # [size] EMA usage
     embed_sum: torch.Tensor  # [size, codebook_dim]
     unused: torch.Tensor  # [size] batches since each code was last chosen
     initted: torch.Tensor
+    center: torch.Tensor  # [dim] running mean of this level's input
+    seen: torch.Tensor  # batches the running mean has seen
 
     def __init__(self, dim: int, size: int, codebook_dim: int = 8, decay: float = 0.99,
                  dead_after: int = 20) -> None:
@@ -102,32 +109,45 @@ class VectorQuantizer(nn.Module):
         self.size, self.decay, self.dead_after = size, decay, dead_after
         self.in_proj = weight_norm(nn.Linear(dim, codebook_dim))
         self.out_proj = weight_norm(nn.Linear(codebook_dim, dim))
-        self.register_buffer("embed", F.normalize(torch.randn(size, codebook_dim), dim=1))
+        self.register_buffer("embed", torch.randn(size, codebook_dim))
         self.register_buffer("cluster_size", torch.zeros(size))
         self.register_buffer("embed_sum", torch.zeros(size, codebook_dim))
         self.register_buffer("unused", torch.zeros(size, dtype=torch.long))
         self.register_buffer("initted", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("center", torch.zeros(dim))
+        self.register_buffer("seen", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def track_center(self, x: torch.Tensor, momentum: float = 0.05) -> None:
+        """Fold the batch mean of x [N, dim] (over all ranks under DDP) into the running
+        center (a plain average at first, then an EMA)."""
+        s = torch.cat([x.sum(0), x.new_tensor([x.shape[0]])]).float()
+        if _dist():
+            dist.all_reduce(s)
+        mean = s[:-1] / s[-1].clamp_min(1)
+        self.center.lerp_(mean, max(momentum, 1.0 / (int(self.seen) + 1)))
+        self.seen.add_(1)
 
     def codebook(self) -> torch.Tensor:
-        """The unit-norm codes [size, codebook_dim] that lookups and decoding use."""
-        return F.normalize(self.embed, dim=1)
+        """The codes [size, codebook_dim] that lookups and decoding use."""
+        return self.embed
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        """x [N, dim] -> unit vectors [N, codebook_dim]."""
-        return F.normalize(self.in_proj(x), dim=1)
+        """x [N, dim] -> [N, codebook_dim]: its deviation from the center, projected."""
+        return self.in_proj(x - self.center)
 
     def lookup(self, xn: torch.Tensor) -> torch.Tensor:
-        """Unit vectors [N, codebook_dim] -> codes [N] (the largest cosine similarity)."""
-        return (xn @ self.codebook().t()).argmax(dim=1)
+        """Projected vectors [N, codebook_dim] -> codes [N] (the nearest code)."""
+        return nearest(xn, self.codebook())
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [...] -> vectors [..., dim]."""
-        return self.out_proj(self.codebook()[codes])
+        """codes [...] -> vectors [..., dim]: the center plus the code's projection."""
+        return self.center + self.out_proj(self.codebook()[codes])
 
     @torch.no_grad()
     def init_from(self, xn: torch.Tensor) -> None:
         """k-means initialisation from the first batch (rank 0's, shared with the others)."""
-        c = F.normalize(kmeans(xn, self.size), dim=1)
+        c = kmeans(xn, self.size)
         if _dist():
             dist.broadcast(c, 0)
         per_code = max(1.0, xn.shape[0] / self.size)
@@ -138,7 +158,7 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def update(self, xn: torch.Tensor, codes: torch.Tensor) -> None:
-        """EMA step from unit vectors xn [N, d] and their codes, then restart dead codes."""
+        """EMA step from projected vectors xn [N, d] and their codes; restart dead codes."""
         counts = torch.bincount(codes, minlength=self.size).float()
         sums = torch.zeros_like(self.embed).index_add_(0, codes, xn.float())
         if _dist():
@@ -201,6 +221,8 @@ class ResidualVQ(nn.Module):
         for level in range(self.levels):
             vq = self.vq(level)
             active = per_row > level
+            if self.training:
+                vq.track_center(residual.detach()[active] if active.any() else residual.detach())
             xn = vq.project(residual)
             if self.training and not bool(vq.initted):
                 vq.init_from(xn.detach()[active] if active.any() else xn.detach())
@@ -211,12 +233,16 @@ class ResidualVQ(nn.Module):
             cn = vq.codebook()[c]
             mask = active[:, None].float()
             commit = commit + ((xn - cn).pow(2) * mask).sum() / mask.sum().clamp_min(1)
-            q = vq.out_proj(xn + (cn - xn).detach()) * mask  # straight-through
+            q = (vq.center + vq.out_proj(xn + (cn - xn).detach())) * mask  # straight-through
             quantized = quantized + q
             residual = residual - q
             codes.append(c.reshape(B, F_))
         out = quantized.reshape(B, F_, D).transpose(1, 2).to(z.dtype)
-        return out, torch.stack(codes, 1), commit / self.levels
+        # Nothing else acts on the latent's mean (centering hides it from the codes), so it
+        # drifts as a side effect of learning and the running center lags behind. Keep it
+        # near zero.
+        offset = z.float().mean(dim=(0, 2)).pow(2).mean()
+        return out, torch.stack(codes, 1), commit / self.levels + offset
 
     @torch.no_grad()
     def encode(self, z: torch.Tensor, n_levels: int) -> torch.Tensor:
