@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -175,6 +175,23 @@ def train_codec_cmd(
     stdout.print(f"validation: {json.dumps(metrics)}", highlight=False)
 
 
+def _codec_each(inputs: list[Path], out: Path | None, codec_file: Path,
+                target_for: Callable[[Path], Path], run: Callable[..., Any]) -> None:
+    """Load the codec once, then ``run(codec, src, dst, device)`` for each input."""
+    from aimusic.codec.model import load_codec
+    from aimusic.runtime import resolve_device
+
+    with handle_errors():
+        if out is not None and len(inputs) > 1:
+            raise AimusicError("-o names one output; with several inputs, outputs go beside each")
+        device = resolve_device()
+        model = load_codec(codec_file, device)
+        for path in inputs:
+            target = out or target_for(path)
+            run(model, path, target, device)
+            stdout.print(f"{path} -> {target}", highlight=False)
+
+
 @app.command()
 def encode(
     inputs: Annotated[list[Path], typer.Argument(help="Audio files (wav, flac, ogg, mp3).")],
@@ -188,19 +205,11 @@ def encode(
     models: ModelsOpt = None,
 ) -> None:
     """Encode audio into codec tokens (IN.codes.safetensors beside each input)."""
-    from aimusic.codec.model import load_codec
     from aimusic.codec.stream import encode_file
-    from aimusic.runtime import resolve_device
 
-    with handle_errors():
-        if out is not None and len(inputs) > 1:
-            raise AimusicError("-o names one output; with several inputs, codes go beside each")
-        device = resolve_device()
-        model = load_codec(_codec_path(codec, models), device)
-        for path in inputs:
-            target = out or path.with_name(path.stem + ".codes.safetensors")
-            encode_file(model, path, target, bandwidth, device)
-            stdout.print(f"{path} -> {target}", highlight=False)
+    _codec_each(inputs, out, _codec_path(codec, models),
+                lambda p: p.with_name(p.stem + ".codes.safetensors"),
+                lambda model, src, dst, device: encode_file(model, src, dst, bandwidth, device))
 
 
 @app.command()
@@ -213,20 +222,12 @@ def decode(
     models: ModelsOpt = None,
 ) -> None:
     """Decode codec tokens back to audio (IN.wav beside each input)."""
-    from aimusic.codec.model import load_codec
     from aimusic.codec.stream import decode_file
-    from aimusic.runtime import resolve_device
 
-    with handle_errors():
-        if out is not None and len(inputs) > 1:
-            raise AimusicError("-o names one output; with several inputs, audio goes beside each")
-        device = resolve_device()
-        model = load_codec(_codec_path(codec, models), device)
-        for path in inputs:
-            name = path.name.removesuffix(".safetensors").removesuffix(".codes")
-            target = out or path.with_name(name + ".wav")
-            decode_file(model, path, target, device)
-            stdout.print(f"{path} -> {target}", highlight=False)
+    _codec_each(inputs, out, _codec_path(codec, models),
+                lambda p: p.with_name(p.name.removesuffix(".safetensors").removesuffix(".codes")
+                                      + ".wav"),
+                decode_file)
 
 
 @eval_app.command("codec")
