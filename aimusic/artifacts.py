@@ -188,8 +188,8 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
             "items": len(m.get("items", [])),
         }
     meta = read_metadata(p)
-    params = sum(_numel(s) for s in meta["shapes"].values())
-    out = {
+    values = sum(_numel(s) for s in meta["shapes"].values())
+    out: dict[str, Any] = {
         "path": str(p),
         "kind": meta["kind"],
         "format": meta["format"],
@@ -197,10 +197,12 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
         "size_bytes": p.stat().st_size,
         "created": meta["created"],
         "aimusic_version": meta["aimusic_version"],
-        "parameters" if meta["kind"] != "codes" else "values": params,
+        "values": values,  # every number stored: weights, buffers, codes
         "config": meta["config"],
         "depends": meta["depends"],
     }
+    if meta["kind"] != "codes":  # trainable parameters, where the writer counted them
+        out["parameters"] = meta["extra"].get("parameters", values)
     if meta["extra"]:
         out["extra"] = meta["extra"]
     return out
