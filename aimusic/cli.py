@@ -39,7 +39,7 @@ def handle_errors() -> Iterator[None]:
     except AimusicError as e:
         if settings.verbose:
             console.print_exception()
-        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
