@@ -46,13 +46,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return p
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    p = Path(path)
-    with atomic_path(p) as tmp:
-        tmp.write_bytes(data)
-    return p
-
-
 def file_hash(path: str | os.PathLike, length: int = 16) -> str:
     """First ``length`` hex digits of the file's SHA-256: the identity artifacts depend on."""
     h = hashlib.sha256()

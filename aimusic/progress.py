@@ -1,4 +1,4 @@
-"""Rich progress bars for long work: training steps with losses, files with counts."""
+"""Rich progress for training: a step bar with losses, plain lines where there is no terminal."""
 
 from __future__ import annotations
 
@@ -75,16 +75,3 @@ class TrainProgress:
     def note(self, metrics: dict[str, Any]) -> None:
         if self.enabled:
             self.progress.console.print(f"  validation: {_fmt(metrics)}", highlight=False)
-
-
-def file_progress(description: str, total: int) -> Progress:
-    """A bar over files; use ``with file_progress(...) as p: t = p.add_task(...)``."""
-    return Progress(
-        TextColumn(f"[bold]{description}[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}"),
-        console=console,
-        disable=settings.quiet,
-    )

@@ -25,7 +25,7 @@ from aimusic.audio import _open
 from aimusic.codec.model import Codec
 from aimusic.codec.modules import Conv, ConvTranspose, ResidualUnit
 from aimusic.errors import ArtifactError, AudioError
-from aimusic.fileio import atomic_path, file_hash
+from aimusic.fileio import atomic_path
 
 CODES_KIND, CODES_VERSION = "codes", 1
 
@@ -204,7 +204,3 @@ def decode_file(
                 f.write(block)
                 written += block.size
     return Path(out)
-
-
-__all__ = ["context_frames", "decode_file", "decode_stream", "encode_file", "encode_stream",
-           "file_hash", "load_codes", "read_blocks"]
