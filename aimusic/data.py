@@ -32,50 +32,54 @@ def _stable_fraction(path: Path) -> float:
     return int(hashlib.sha1(path.name.encode()).hexdigest()[:8], 16) / 2**32
 
 
+def _readable(paths: list[Path], skipped: list[tuple[Path, str]]) -> list[AudioInfo]:
+    """Infos of the files that open and hold audio; the rest go to ``skipped``, reported."""
+    ok = []
+    for f in paths:
+        try:
+            info = audio_info(f)
+            if info.frames == 0:
+                raise AudioError(f, "contains no audio (zero length)")
+            ok.append(info)
+        except AudioError as e:
+            skipped.append((f, e.reason))
+            log.warning("skipping %s", e)
+    return ok
+
+
 def scan_all(
     roots: list[str | Path] | str | Path, val_dir: str | Path | None = None
 ) -> Collection:
-    """``scan`` over several folders, merged (each folder split by its own rules)."""
-    if isinstance(roots, (str, Path)):
-        roots = [roots]
-    parts = [scan(r, val_dir) for r in roots]
+    """Train and validation files of one or several folders.
+
+    Without ``val_dir`` each folder is split by ``scan``'s rules and the splits merged; with
+    it, everything under the folders trains and ``val_dir`` (read once) validates.
+    """
+    paths = [Path(r) for r in ([roots] if isinstance(roots, (str, Path)) else roots)]
+    root = paths[0] if len(paths) == 1 else Path(
+        os.path.commonpath([str(p.resolve()) for p in paths]))
+    if val_dir is not None:
+        skipped: list[tuple[Path, str]] = []
+        train = [i for p in paths for i in _readable(list_audio_files(p), skipped)]
+        val = _readable(list_audio_files(val_dir), skipped)
+        return _checked(Collection(root, train, val, skipped))
+    parts = [scan(p) for p in paths]
     if len(parts) == 1:
         return parts[0]
-    val = [] if val_dir is None else parts[0].val  # an explicit val set is listed once
-    return Collection(
-        Path(os.path.commonpath([str(Path(r).resolve()) for r in roots])),
-        [i for c in parts for i in c.train],
-        val or [i for c in parts for i in c.val],
-        [s for c in parts for s in c.skipped],
-    )
+    return Collection(root, [i for c in parts for i in c.train], [i for c in parts for i in c.val],
+                      [s for c in parts for s in c.skipped])
 
 
-def scan(root: str | Path, val_dir: str | Path | None = None, val_fraction: float = 0.05):
+def scan(root: str | Path, val_fraction: float = 0.05) -> Collection:
     """Split the audio under ``root`` into train and validation files.
 
     Files below a directory named ``val`` (or ``valid``) validate, files below ``test``
     are left out; without a ``val`` directory a stable ``val_fraction`` of files (chosen by
-    name hash) validates. ``val_dir`` overrides all of that.
+    name hash) validates.
     """
     root = Path(root)
     skipped: list[tuple[Path, str]] = []
-
-    def readable(paths: list[Path]) -> list[AudioInfo]:
-        ok = []
-        for f in paths:
-            try:
-                info = audio_info(f)
-                if info.frames == 0:
-                    raise AudioError(f, "contains no audio (zero length)")
-                ok.append(info)
-            except AudioError as e:
-                skipped.append((f, e.reason))
-                log.warning("skipping %s", e)
-        return ok
-
-    infos = readable(list_audio_files(root))
-    if val_dir is not None:  # an explicit validation set: everything under root trains
-        return _checked(Collection(root, infos, readable(list_audio_files(val_dir)), skipped))
+    infos = _readable(list_audio_files(root), skipped)
     train: list[AudioInfo] = []
     val: list[AudioInfo] = []
     for info in infos:
