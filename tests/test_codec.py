@@ -95,14 +95,14 @@ def test_vq_init_update_and_dead_code_replacement() -> None:
     xn = vq.project(x).detach()
     vq.init_from(xn)
     assert bool(vq.initted)
-    torch.testing.assert_close(vq.lookup(xn), nearest(xn, vq.codebook()))
+    torch.testing.assert_close(vq.lookup(xn), nearest(xn, vq.embed))
     far = torch.full((16, 4), 100.0)
     vq.unused[:3] = 2  # three codes nobody chose for two batches: one more makes them dead
-    before = vq.codebook().clone()
+    before = vq.embed.clone()
     vq.update(far, vq.lookup(far))
     # the dead codes restarted at batch vectors: now one sits exactly on `far`
-    assert (vq.codebook() - far[0]).norm(dim=1).min() < 1e-5
-    assert not torch.allclose(before, vq.codebook())
+    assert (vq.embed - far[0]).norm(dim=1).min() < 1e-5
+    assert not torch.allclose(before, vq.embed)
 
 
 def test_residual_levels_reduce_error_and_dropout_masks_levels() -> None:

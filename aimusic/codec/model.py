@@ -32,7 +32,7 @@ class CodecConfig:
     dim: int = 128  # latent dimension
     levels: int = 8  # residual VQ levels
     codebook_size: int = 1024
-    codebook_dim: int = 8  # lookups happen on the unit sphere of this projection
+    codebook_dim: int = 8  # each level looks its codes up in this projection of the latent
     ema_decay: float = 0.99
     causal: bool = False
 

@@ -128,21 +128,17 @@ class VectorQuantizer(nn.Module):
         self.center.lerp_(mean, max(momentum, 1.0 / (int(self.seen) + 1)))
         self.seen.add_(1)
 
-    def codebook(self) -> torch.Tensor:
-        """The codes [size, codebook_dim] that lookups and decoding use."""
-        return self.embed
-
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """x [N, dim] -> [N, codebook_dim]: its deviation from the center, projected."""
         return self.in_proj(x - self.center)
 
     def lookup(self, xn: torch.Tensor) -> torch.Tensor:
         """Projected vectors [N, codebook_dim] -> codes [N] (the nearest code)."""
-        return nearest(xn, self.codebook())
+        return nearest(xn, self.embed)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [...] -> vectors [..., dim]: the center plus the code's projection."""
-        return self.center + self.out_proj(self.codebook()[codes])
+        return self.center + self.out_proj(self.embed[codes])
 
     @torch.no_grad()
     def init_from(self, xn: torch.Tensor) -> None:
@@ -230,7 +226,7 @@ class ResidualVQ(nn.Module):
             if self.training and active.any():
                 vq.update(xn.detach()[active], c[active])
                 c = vq.lookup(xn.detach())
-            cn = vq.codebook()[c]
+            cn = vq.embed[c]
             mask = active[:, None].float()
             commit = commit + ((xn - cn).pow(2) * mask).sum() / mask.sum().clamp_min(1)
             q = (vq.center + vq.out_proj(xn + (cn - xn).detach())) * mask  # straight-through
