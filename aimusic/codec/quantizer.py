@@ -60,7 +60,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator=None) -> torch.Te
     if c.shape[0] < k:  # too few points: reuse them, jittered
         extra = x[torch.randint(n, (k - c.shape[0],), generator=generator)]
         scale = x.std(0, keepdim=True).clamp_min(1e-3) * 0.05
-        c = torch.cat([c, extra + scale * torch.randn(extra.shape, generator=generator)])
+        c = torch.cat([c, extra + scale * torch.randn(extra.shape, generator=generator).to(x.device)])
     for _ in range(iters):
         assign = nearest(x, c)
         sums = torch.zeros_like(c).index_add_(0, assign, x)
