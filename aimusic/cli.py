@@ -103,7 +103,7 @@ def info(
 
 ModelsOpt = Annotated[
     Optional[Path],
-    typer.Option("--models", help="Models directory [default: $AIMUSIC_MODELS or ./models]."),
+    typer.Option("--models", help="Models directory (default: $AIMUSIC_MODELS or ./models)."),
 ]
 PresetOpt = Annotated[str, typer.Option(help="Size preset: tiny (tests), small (CPU), base (GPU).")]
 ConfigOpt = Annotated[
@@ -122,6 +122,28 @@ def _codec_path(codec: Path | None, models: Path | None) -> Path:
     return codec if codec is not None else _models_dir(models) / "codec.safetensors"
 
 
+def _train_configs(presets: dict, train_presets: dict, preset: str, config: Path | None,
+                   flags: dict[str, Any]) -> tuple[Any, Any]:
+    """Model and training configs: the preset, then the YAML file's 'model:' and 'train:'
+    sections, then the flags that were given (and --seed)."""
+    from aimusic.config import build_config, load_yaml, update_config
+
+    model_cfg = build_config(presets, preset)
+    train_cfg = build_config(train_presets, preset)
+    if config is not None:
+        sections = load_yaml(config)
+        unknown = set(sections) - {"model", "train"}
+        if unknown:
+            raise AimusicError(f"{config}: unknown section(s) {sorted(unknown)}; "
+                               "use 'model:' and 'train:'")
+        model_cfg = update_config(model_cfg, sections.get("model") or {}, str(config))
+        train_cfg = update_config(train_cfg, sections.get("train") or {}, str(config))
+    if settings.seed is not None:
+        flags = {**flags, "seed": settings.seed}
+    train_cfg = update_config(train_cfg, {k: v for k, v in flags.items() if v is not None}, "flags")
+    return model_cfg, train_cfg
+
+
 @app.command("train-codec")
 def train_codec_cmd(
     audio_dirs: Annotated[
@@ -129,7 +151,7 @@ def train_codec_cmd(
                                         "subfolders are held out).")
     ],
     out: Annotated[
-        Optional[Path], typer.Option("-o", "--out", help="Model file [default: MODELS/codec.safetensors].")
+        Optional[Path], typer.Option("-o", "--out", help="Model file (default: MODELS/codec.safetensors).")
     ] = None,
     models: ModelsOpt = None,
     preset: PresetOpt = "small",
@@ -140,33 +162,19 @@ def train_codec_cmd(
     ] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Segments per step.")] = None,
     val_dir: Annotated[
-        Optional[Path], typer.Option(help="Held-out audio [default: a val/ folder, or 5%].")
+        Optional[Path], typer.Option(help="Held-out audio (default: a val/ folder, or 5%).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the saved training state.")] = False,
 ) -> None:
     """Train the neural audio codec (encoder, residual VQ, decoder) on a folder of audio."""
     from aimusic.codec.model import PRESETS
-    from aimusic.codec.train import TRAIN_PRESETS, CodecTrainConfig, train_codec
-    from aimusic.config import build_config, load_yaml, update_config
+    from aimusic.codec.train import TRAIN_PRESETS, train_codec
     from aimusic.runtime import resolve_device
 
     with handle_errors():
         out = out or _models_dir(models) / "codec.safetensors"
-        model_cfg = build_config(PRESETS, preset)
-        train_cfg: CodecTrainConfig = build_config(TRAIN_PRESETS, preset)
-        if config is not None:
-            sections = load_yaml(config)
-            unknown = set(sections) - {"model", "train"}
-            if unknown:
-                raise AimusicError(f"{config}: unknown section(s) {sorted(unknown)}; "
-                                   "use 'model:' and 'train:'")
-            model_cfg = update_config(model_cfg, sections.get("model") or {}, str(config))
-            train_cfg = update_config(train_cfg, sections.get("train") or {}, str(config))
         flags = {"steps": steps, "minutes": minutes, "batch_size": batch_size}
-        if settings.seed is not None:
-            flags["seed"] = settings.seed
-        train_cfg = update_config(train_cfg, {k: v for k, v in flags.items() if v is not None},
-                                  "flags")
+        model_cfg, train_cfg = _train_configs(PRESETS, TRAIN_PRESETS, preset, config, flags)
         metrics = train_codec(list(audio_dirs), out, model_cfg, train_cfg, resolve_device(),
                               resume=resume, val_dir=val_dir)
     from aimusic.artifacts import state_path
@@ -192,6 +200,59 @@ def _codec_each(inputs: list[Path], out: Path | None, codec_file: Path,
             stdout.print(f"{path} -> {target}", highlight=False)
 
 
+@app.command("train-semantic")
+def train_semantic_cmd(
+    audio_dirs: Annotated[
+        list[Path], typer.Argument(help="Folders of audio (searched recursively; val/ and test/ "
+                                        "subfolders are held out).")
+    ],
+    out: Annotated[
+        Optional[Path],
+        typer.Option("-o", "--out", help="Model file (default: MODELS/semantic.safetensors)."),
+    ] = None,
+    models: ModelsOpt = None,
+    clusters: Annotated[Optional[int], typer.Option(help="Number of tokens (default: 512).")] = None,
+    iterations: Annotated[
+        int, typer.Option(min=1, max=2, help="1: k-means on MFCC+chroma. 2: then a masked-"
+                                             "prediction transformer, k-means on its middle layer.")
+    ] = 2,
+    first: Annotated[
+        Optional[Path], typer.Option(help="Iteration-1 model to start iteration 2 from "
+                                          "(default: train one, saved as OUT.it1.safetensors).")
+    ] = None,
+    preset: PresetOpt = "small",
+    config: ConfigOpt = None,
+    steps: Annotated[Optional[int], typer.Option(help="Transformer steps (iteration 2).")] = None,
+    minutes: Annotated[
+        Optional[float], typer.Option(help="Stop the transformer after this many minutes.")
+    ] = None,
+    val_dir: Annotated[
+        Optional[Path], typer.Option(help="Held-out audio (default: a val/ folder, or 5%).")
+    ] = None,
+) -> None:
+    """Train the self-supervised semantic tokenizer (25 tokens/s) on a folder of audio."""
+    from dataclasses import replace
+
+    from aimusic.runtime import resolve_device
+    from aimusic.semantic.model import PRESETS, load_semantic
+    from aimusic.semantic.train import TRAIN_PRESETS, train_semantic
+
+    with handle_errors():
+        out = out or _models_dir(models) / "semantic.safetensors"
+        model_cfg, train_cfg = _train_configs(PRESETS, TRAIN_PRESETS, preset, config,
+                                              {"steps": steps, "minutes": minutes})
+        if clusters is not None:
+            model_cfg = replace(model_cfg, clusters=clusters)
+        start = load_semantic(first) if first is not None else None
+        if start is not None and start.cfg.iteration != 1:
+            raise AimusicError(f"{first}: --first must be an iteration-1 model")
+        result = train_semantic(list(audio_dirs), out, model_cfg, train_cfg, iterations,
+                                resolve_device(), first=start, val_dir=val_dir)
+    stdout.print(f"semantic: {result['out']}", highlight=False)
+    stdout.print(json.dumps({k: v for k, v in result.items() if k != "out"}), highlight=False,
+                 soft_wrap=True)
+
+
 @app.command()
 def encode(
     inputs: Annotated[list[Path], typer.Argument(help="Audio files (wav, flac, ogg, mp3).")],
@@ -199,7 +260,7 @@ def encode(
         Optional[Path], typer.Option("-o", "--out", help="Codes file (one input only).")
     ] = None,
     bandwidth: Annotated[
-        Optional[float], typer.Option(help="kbps: 1.5, 3 or 6 at the default [default: all].")
+        Optional[float], typer.Option(help="kbps: 1.5, 3 or 6 at the default (default: all).")
     ] = None,
     codec: Annotated[Optional[Path], typer.Option(help="Codec model file.")] = None,
     models: ModelsOpt = None,
@@ -230,15 +291,120 @@ def decode(
                 decode_file)
 
 
+def _semantic_path(semantic: Path | None, models: Path | None) -> Path:
+    return semantic if semantic is not None else _models_dir(models) / "semantic.safetensors"
+
+
+@app.command("tokenize")
+def tokenize_cmd(
+    audio_dir: Annotated[Path, typer.Argument(help="Folder of audio (searched recursively).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Token directory.")] = Path("tokens"),
+    codec: Annotated[
+        Optional[Path], typer.Option(help="Codec model (default: MODELS/codec.safetensors).")
+    ] = None,
+    semantic: Annotated[
+        Optional[Path], typer.Option(help="Semantic model (default: MODELS/semantic.safetensors).")
+    ] = None,
+    models: ModelsOpt = None,
+    workers: Annotated[
+        Optional[int], typer.Option(help="Worker processes (default: one per core).")
+    ] = None,
+    num_shards: Annotated[
+        Optional[int], typer.Option(help="Split the job into this many parts, e.g. a cluster "
+                                         "job array (default: $WORLD_SIZE or 1).")
+    ] = None,
+    shard_index: Annotated[
+        Optional[int], typer.Option(help="The part this run makes, from 0 (default: $RANK or 0).")
+    ] = None,
+    files_per_shard: Annotated[
+        int, typer.Option(help="Files per shard file: the unit of resume and of splitting.")
+    ] = 64,
+    min_seconds: Annotated[
+        Optional[float], typer.Option(help="Skip shorter files (default: one semantic token).")
+    ] = None,
+    strict: Annotated[bool, typer.Option(help="Exit with status 1 if any file is skipped.")] = False,
+) -> None:
+    """Semantic and acoustic tokens of a folder of audio, in shards; a rerun resumes."""
+    from aimusic.codec.model import load_codec
+    from aimusic.runtime import resolve_device
+    from aimusic.semantic.model import load_semantic
+    from aimusic.tokens.tokenize import resolve_split, tokenize
+
+    with handle_errors():
+        parts, index = resolve_split(num_shards, shard_index)
+        device = resolve_device()
+        codec_model = load_codec(_codec_path(codec, models), device)
+        semantic_model = load_semantic(_semantic_path(semantic, models), device)
+        r = tokenize(audio_dir, out, codec_model, semantic_model, workers=workers,
+                     num_parts=parts, part_index=index, files_per_shard=files_per_shard,
+                     min_seconds=min_seconds, device=str(device), progress=True)
+    _print_skipped(r.errors_path)
+    part = f"part {index} of {parts}: " if parts > 1 else ""
+    stdout.print(f"{part}{r.items} files tokenized, {r.skipped} skipped ({r.errors_path}); "
+                 f"{r.seconds / 3600:.2f} h of audio, {r.semantic_tokens:,} semantic tokens, "
+                 f"{r.acoustic_frames:,} acoustic frames", highlight=False, soft_wrap=True)
+    stdout.print(f"{r.shards} shards ({r.resumed_shards} already done), {r.workers} workers, "
+                 f"{r.wall_seconds:.1f} s, {r.x_realtime:.1f}x real time",
+                 highlight=False, soft_wrap=True)
+    stdout.print(f"manifest: {r.manifest}", highlight=False, soft_wrap=True)
+    if parts > 1:
+        stdout.print(f"dataset: {r.merged} (all parts done)" if r.merged else
+                     f"when every part is done: aimusic tokenize-merge {out}",
+                     highlight=False, soft_wrap=True)
+    _strict_exit(strict, r.skipped, r.errors_path)
+
+
+def _print_skipped(errors_path: Path, limit: int = 5) -> None:
+    """The first skipped files and why, on stderr; the errors file has them all."""
+    lines = errors_path.read_text().splitlines() if errors_path.exists() else []
+    for line in lines[:limit]:
+        e = json.loads(line)
+        console.print(f"[yellow]skipped[/] {e['source']}: {e['reason']}",
+                      highlight=False, soft_wrap=True)
+    if len(lines) > limit:
+        console.print(f"[yellow]skipped[/] ... {len(lines) - limit} more in {errors_path}",
+                      highlight=False, soft_wrap=True)
+
+
+def _strict_exit(strict: bool, skipped: int, errors_path: Path) -> None:
+    if strict and skipped:
+        console.print(f"[bold red]error:[/] {skipped} file(s) skipped (--strict); see {errors_path}",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1)
+
+
+@app.command("tokenize-merge")
+def tokenize_merge_cmd(
+    tokens_dir: Annotated[
+        Path, typer.Argument(help="Token directory the parts of a split run wrote into.")
+    ] = Path("tokens"),
+    num_shards: Annotated[
+        Optional[int], typer.Option(help="Which split to merge, when parts of several are there.")
+    ] = None,
+    strict: Annotated[bool, typer.Option(help="Exit with status 1 if any file was skipped.")] = False,
+) -> None:
+    """Join the part manifests of a split `aimusic tokenize` run into one manifest.json."""
+    from aimusic.tokens.shards import ERRORS, merge_parts
+
+    with handle_errors():
+        path = merge_parts(tokens_dir, num_shards)
+    m = json.loads(path.read_text())
+    stdout.print(f"{len(m['items'])} items from {m['parts']} parts, {m['errors']} skipped "
+                 f"({tokens_dir / ERRORS}); {m['seconds'] / 3600:.2f} h of audio",
+                 highlight=False, soft_wrap=True)
+    stdout.print(f"manifest: {path}", highlight=False, soft_wrap=True)
+    _strict_exit(strict, int(m["errors"]), tokens_dir / ERRORS)
+
+
 @eval_app.command("codec")
 def eval_codec_cmd(
     audio_dir: Annotated[Path, typer.Argument(help="Audio to measure on (never trained on).")],
     bandwidth: Annotated[
-        Optional[list[float]], typer.Option(help="kbps to test; repeat [default: 1.5 3 6].")
+        Optional[list[float]], typer.Option(help="kbps to test; repeat (default: 1.5 3 6).")
     ] = None,
     vs_opus: Annotated[bool, typer.Option(help="Also run Opus at the same bitrates.")] = False,
     opus_kbps: Annotated[
-        Optional[list[float]], typer.Option(help="Opus bitrates [default: the codec's, and 12].")
+        Optional[list[float]], typer.Option(help="Opus bitrates (default: the codec's, and 12).")
     ] = None,
     clips: Annotated[int, typer.Option(help="At most this many files.")] = 20,
     seconds: Annotated[float, typer.Option(help="Seconds from the middle of each file.")] = 10.0,
@@ -285,6 +451,58 @@ def eval_codec_cmd(
                      f"{r['si_sdr']:6.2f} dB", highlight=False)
     if out:
         stdout.print(f"written: {out}")
+
+
+@eval_app.command("semantic")
+def eval_semantic_cmd(
+    pairs_dir: Annotated[
+        Path, typer.Argument(help="Folder with a/ and b/: the same pieces rendered with two "
+                                  "instrument sets (examples/make_corpus.py --pairs).")
+    ],
+    semantic: Annotated[
+        Optional[list[Path]], typer.Option(help="Semantic model(s); repeat "
+                                                "(default: MODELS/semantic.safetensors).")
+    ] = None,
+    codec: Annotated[
+        Optional[Path], typer.Option(help="Also the codec's first level (default: MODELS/"
+                                          "codec.safetensors, when present).")
+    ] = None,
+    models: ModelsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Also write JSON here.")] = None,
+) -> None:
+    """Do tokens follow the music or the instrument? NMI between two renders' tokens."""
+    from aimusic.codec.model import load_codec
+    from aimusic.codec.stream import encode_stream
+    from aimusic.fileio import write_json
+    from aimusic.semantic.evaluate import agreement, pairs
+    from aimusic.semantic.model import load_semantic
+
+    with handle_errors():
+        found = pairs(pairs_dir)
+        tokenizers: dict[str, Callable[[Any], Any]] = {}
+        for path in semantic or [_semantic_path(None, models)]:
+            m = load_semantic(path)
+            tokenizers[f"{path.name} (iteration {m.cfg.iteration})"] = m.tokens
+        codec_file = _codec_path(codec, models)
+        if codec is not None or codec_file.exists():
+            cm = load_codec(codec_file)
+
+            def level0(x, cm=cm):
+                return encode_stream(cm, iter([x]), 1)[0][0].numpy()
+
+            tokenizers[f"{codec_file.name} (codec level 0)"] = level0
+        result = agreement(found, tokenizers)
+        result["data"] = str(pairs_dir)
+        if out:
+            write_json(out, result)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    stdout.print(f"{result['pieces']} pieces rendered twice, from {pairs_dir}")
+    for name, r in result["tokenizers"].items():
+        stdout.print(f"{name:<44} NMI {r['nmi']:.3f}  (chance {r['chance']:.3f}, "
+                     f"{r['frames']} frames)", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ mean (returned with the commitment loss) stops the drift, so the running center 
 inference uses stays where training put it. (L2-normalized lookups, tried too, collapse
 the same way whenever one direction dominates the centered latent.)
 
-The math lives in small pure functions (``kmeans``, ``nearest``, ``ema_update``); the
+The math lives in small pure functions (``kmeans`` over aimusic.cluster, ``ema_update``); the
 modules hold state. Under torch.distributed the codebook statistics are summed over
 processes, so every rank keeps the same codebooks.
 """
@@ -27,46 +27,24 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from aimusic import cluster
+from aimusic.cluster import nearest
+
 
 def _dist() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def nearest(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """Index of the nearest code for each row of x [N, D] in codebook [K, D] -> [N]."""
-    # |x - c|^2 = |x|^2 - 2 x.c + |c|^2; |x|^2 is the same for every code
-    d = codebook.pow(2).sum(1)[None, :] - 2 * x @ codebook.t()
-    return d.argmin(dim=1)
-
-
 def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator=None) -> torch.Tensor:
-    """Centroids [k, D] of x [N, D]: k-means++ seeding, then Lloyd iterations.
-
-    With fewer points than centroids, points are reused with a little noise; the
-    dead-code restarts during training spread them out.
-    """
-    n, _ = x.shape
+    """Initial codebook [k, D] from x [N, D]: k-means (aimusic.cluster); with fewer points
+    than codes, points are reused with a little noise, and the dead-code restarts during
+    training spread them out."""
     x = x.float()
-    first = torch.randint(n, (1,), generator=generator)
-    centroids = [x[first]]
-    d2 = (x - centroids[0]).pow(2).sum(1)
-    for _ in range(1, min(k, n)):  # k-means++: next seed drawn in proportion to distance^2
-        total = d2.sum()
-        probs = d2 / total if total > 0 else torch.full_like(d2, 1.0 / n)
-        idx = torch.multinomial(probs, 1, generator=generator)
-        centroids.append(x[idx])
-        d2 = torch.minimum(d2, (x - x[idx]).pow(2).sum(1))
-    c = torch.cat(centroids)
+    c = cluster.kmeans(x, k, iters, generator)
     if c.shape[0] < k:  # too few points: reuse them, jittered
-        extra = x[torch.randint(n, (k - c.shape[0],), generator=generator)]
+        extra = x[torch.randint(x.shape[0], (k - c.shape[0],), generator=generator)]
         scale = x.std(0, keepdim=True).clamp_min(1e-3) * 0.05
         c = torch.cat([c, extra + scale * torch.randn(extra.shape, generator=generator).to(x.device)])
-    for _ in range(iters):
-        assign = nearest(x, c)
-        sums = torch.zeros_like(c).index_add_(0, assign, x)
-        counts = torch.bincount(assign, minlength=k).float()
-        moved = counts > 0
-        c[moved] = sums[moved] / counts[moved, None]
     return c
 
 

@@ -1,0 +1,1 @@
+"""Semantic tokens: what is played (melody, harmony, rhythm), 25 per second."""

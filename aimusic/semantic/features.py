@@ -1,0 +1,80 @@
+"""Frame features at the semantic token rate (one frame per ``hop`` samples).
+
+Iteration 1 clusters hand-made features: MFCCs with deltas (the spectral envelope and its
+motion: onsets, articulation) and a chroma vector (energy per pitch class: harmony and
+melody, whatever the instrument). Iteration 2's transformer reads log-mel frames at four
+times the token rate, stacked four to a token.
+
+Frame t covers samples centred on t * hop (torch.stft with centre padding), and a signal
+of T samples has T // hop frames, so tokens line up with the codec's frames: token t is
+codec frames 3t..3t+2 at hop 960 vs 320.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from aimusic.dsp import _mel_basis, _window
+
+
+@functools.lru_cache(maxsize=8)
+def _chroma_basis(sr: int, n_fft: int) -> torch.Tensor:
+    import librosa
+
+    # pitch classes from A0 up; below ~55 Hz a 4096-point FFT cannot separate semitones
+    fb = librosa.filters.chroma(sr=sr, n_fft=n_fft, n_chroma=12, ctroct=5.0, octwidth=2.0)
+    return torch.from_numpy(fb).float()  # [12, n_fft // 2 + 1]
+
+
+@functools.lru_cache(maxsize=8)
+def _dct(n_in: int, n_out: int) -> torch.Tensor:
+    """Orthonormal DCT-II matrix [n_out, n_in] (MFCCs from log mel)."""
+    k = torch.arange(n_out, dtype=torch.float64)[:, None]
+    n = torch.arange(n_in, dtype=torch.float64)[None, :]
+    m = torch.cos(math.pi / n_in * (n + 0.5) * k) * math.sqrt(2.0 / n_in)
+    m[0] /= math.sqrt(2.0)
+    return m.float()
+
+
+def _power(x: torch.Tensor, n_fft: int, hop: int, frames: int) -> torch.Tensor:
+    """|STFT|^2 [B, bins, frames], centred frames, the first ``frames`` of them."""
+    if x.shape[-1] < n_fft:
+        x = torch.nn.functional.pad(x, (0, n_fft - x.shape[-1]))
+    spec = torch.stft(x, n_fft, hop_length=hop, window=_window(n_fft).to(x.device),
+                      center=True, return_complex=True)
+    return spec.abs().pow(2)[..., :frames]
+
+
+def deltas(f: torch.Tensor) -> torch.Tensor:
+    """Centred first difference along frames of f [B, n, D] (edges repeated)."""
+    padded = torch.cat([f[:, :1], f, f[:, -1:]], dim=1)
+    return (padded[:, 2:] - padded[:, :-2]) / 2
+
+
+def handmade(x: torch.Tensor, sr: int, hop: int, n_mfcc: int = 13, n_mels: int = 64,
+             mfcc_fft: int = 2048, chroma_fft: int = 4096) -> torch.Tensor:
+    """x [B, T] -> [B, T // hop, 3 * n_mfcc + 12]: MFCC, deltas, delta-deltas, chroma."""
+    x = x.float()
+    frames = x.shape[-1] // hop
+    mel = _mel_basis(sr, mfcc_fft, n_mels).to(x.device) @ _power(x, mfcc_fft, hop, frames)
+    mfcc = (_dct(n_mels, n_mfcc).to(x.device) @ torch.log(mel + 1e-8)).transpose(1, 2)
+    d1 = deltas(mfcc)
+    chroma = _chroma_basis(sr, chroma_fft).to(x.device) @ _power(x, chroma_fft, hop, frames)
+    # each frame's chroma as shares of its energy: pitch classes, not loudness
+    chroma = (chroma / (chroma.sum(1, keepdim=True) + 1e-8)).transpose(1, 2)
+    return torch.cat([mfcc, d1, deltas(d1), chroma], dim=-1)
+
+
+def log_mel(x: torch.Tensor, sr: int, hop: int, stack: int = 4, n_mels: int = 80) -> torch.Tensor:
+    """x [B, T] -> [B, T // hop, stack * n_mels]: log-mel frames at ``stack`` times the
+    token rate (window 4x their hop), grouped ``stack`` to a token."""
+    x = x.float()
+    frames = x.shape[-1] // hop
+    sub = hop // stack
+    n_fft = 4 * sub
+    mel = _mel_basis(sr, n_fft, n_mels).to(x.device) @ _power(x, n_fft, sub, frames * stack)
+    lm = torch.log(mel.clamp_min(1e-10) + 1e-5).transpose(1, 2)  # [B, frames*stack, n_mels]
+    return lm.reshape(x.shape[0], frames, stack * n_mels)

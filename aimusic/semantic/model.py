@@ -1,0 +1,178 @@
+"""The semantic tokenizer: frame features -> nearest of ``clusters`` centroids.
+
+Iteration 1 (HuBERT's first iteration): the features are the hand-made ones of
+``features.handmade``, standardized with the training set's mean and deviation.
+Iteration 2: a small transformer reads log-mel frames; it was trained to predict the
+iteration-1 clusters of masked frames from their context (``train.py``), and the features
+are one of its middle layers. Both save as one ``aimusic.semantic/1`` file: config,
+standardization, centroids and, for iteration 2, the encoder's weights.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from aimusic.artifacts import load_artifact, save_artifact
+from aimusic.cluster import nearest
+from aimusic.config import config_from_dict, config_to_dict
+from aimusic.errors import ArtifactError
+from aimusic.semantic.features import handmade, log_mel
+
+FORMAT_KIND, FORMAT_VERSION = "semantic", 1
+
+
+@dataclass
+class SemanticConfig:
+    sample_rate: int = 24000
+    hop: int = 960  # 25 tokens/s: one per 3 codec frames
+    clusters: int = 512
+    iteration: int = 1
+    # iteration 1 features
+    n_mfcc: int = 13
+    chroma_weight: float = 2.0  # chroma block scaled up after standardization
+    # iteration 2 encoder
+    n_mels: int = 80
+    stack: int = 4
+    dim: int = 256
+    layers: int = 6
+    heads: int = 4
+    layer: int = 4  # whose output is clustered (1-based; a middle layer, as in HuBERT)
+    window: int = 250  # tokens per attention window at inference (10 s)
+    context: int = 50  # tokens of context on each side of a window
+
+    @property
+    def token_rate(self) -> float:
+        return self.sample_rate / self.hop
+
+
+PRESETS = {
+    "tiny": lambda: SemanticConfig(clusters=16, dim=32, layers=2, heads=2, layer=1, window=50,
+                                   context=10),
+    "small": lambda: SemanticConfig(dim=192, layers=4, heads=4, layer=3),
+    "base": lambda: SemanticConfig(clusters=1024, dim=512, layers=8, heads=8, layer=6),
+}
+
+
+class SemanticEncoder(nn.Module):
+    """Stacked log-mel frames -> transformer layers (pre-norm), with a convolutional
+    relative position embedding (as wav2vec 2.0) and a learned mask embedding."""
+
+    def __init__(self, cfg: SemanticConfig) -> None:
+        super().__init__()
+        d_in = cfg.stack * cfg.n_mels
+        self.norm_in = nn.LayerNorm(d_in)
+        self.proj = nn.Linear(d_in, cfg.dim)
+        self.pos = nn.Conv1d(cfg.dim, cfg.dim, 15, padding=7, groups=cfg.heads)
+        self.mask_embed = nn.Parameter(torch.randn(cfg.dim) * 0.1)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(cfg.dim, cfg.heads, 4 * cfg.dim, dropout=0.1,
+                                       activation="gelu", batch_first=True, norm_first=True)
+            for _ in range(cfg.layers))
+        self.norm_out = nn.LayerNorm(cfg.dim)
+
+    def forward(self, mel: torch.Tensor, mask: torch.Tensor | None = None,
+                upto: int | None = None) -> torch.Tensor:
+        """mel [B, n, stack*n_mels] -> [B, n, dim], after ``upto`` layers (default all)."""
+        h = self.proj(self.norm_in(mel))
+        if mask is not None:
+            h = torch.where(mask[..., None], self.mask_embed.to(h.dtype), h)
+        h = h + nn.functional.gelu(self.pos(h.transpose(1, 2))).transpose(1, 2)
+        for block in self.blocks[: upto if upto is not None else len(self.blocks)]:
+            h = block(h)
+        return h if upto is not None else self.norm_out(h)
+
+
+class SemanticModel(nn.Module):
+    feat_mean: torch.Tensor
+    feat_std: torch.Tensor
+    centroids: torch.Tensor
+
+    def __init__(self, cfg: SemanticConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = 3 * cfg.n_mfcc + 12 if cfg.iteration == 1 else cfg.dim
+        self.register_buffer("feat_mean", torch.zeros(d))
+        self.register_buffer("feat_std", torch.ones(d))
+        self.register_buffer("centroids", torch.zeros(cfg.clusters, d))
+        self.encoder = SemanticEncoder(cfg) if cfg.iteration == 2 else None
+        self.source_hash = ""
+
+    def raw_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Audio [B, T] at cfg.sample_rate -> unstandardized features [B, T // hop, D]."""
+        cfg = self.cfg
+        if self.encoder is None:
+            return handmade(x, cfg.sample_rate, cfg.hop, cfg.n_mfcc)
+        mel = log_mel(x, cfg.sample_rate, cfg.hop, cfg.stack, cfg.n_mels)
+        return self._windowed(mel)
+
+    def _windowed(self, mel: torch.Tensor) -> torch.Tensor:
+        """Layer ``cfg.layer`` over windows with context on both sides, so a long file
+        costs linear time and a token sees the same neighbourhood wherever the file starts
+        a window (the output is a function of the file alone, not of batching)."""
+        cfg, enc = self.cfg, self.encoder
+        assert enc is not None
+        n = mel.shape[1]
+        if n <= cfg.window + 2 * cfg.context:
+            return enc(mel, upto=cfg.layer)
+        outs = []
+        for s in range(0, n, cfg.window):
+            a, b = max(0, s - cfg.context), min(n, s + cfg.window + cfg.context)
+            h = enc(mel[:, a:b], upto=cfg.layer)
+            outs.append(h[:, s - a: s - a + min(cfg.window, n - s)])
+        return torch.cat(outs, dim=1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        f = (self.raw_features(x) - self.feat_mean) / self.feat_std
+        if self.encoder is None:
+            f = torch.cat([f[..., :-12], f[..., -12:] * self.cfg.chroma_weight], dim=-1)
+        return f
+
+    @torch.no_grad()
+    def tokens(self, audio: np.ndarray) -> np.ndarray:
+        """Mono float32 audio at cfg.sample_rate -> int64 tokens [len(audio) // hop]."""
+        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
+        x = x.to(self.centroids.device)
+        if x.shape[-1] < self.cfg.hop:
+            return np.zeros(0, dtype=np.int64)
+        f = self.features(x)[0]
+        return nearest(f, self.centroids).cpu().numpy().astype(np.int64)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def save_semantic(model: SemanticModel, path: str | os.PathLike, depends: dict[str, str] | None = None,
+                  extra: dict | None = None) -> Path:
+    return save_artifact(path, model.state_dict(), FORMAT_KIND, FORMAT_VERSION,
+                         config_to_dict(model.cfg), depends=depends,
+                         extra={"parameters": model.num_parameters(), **(extra or {})})
+
+
+def load_semantic(path: str | os.PathLike, device: torch.device | str = "cpu") -> SemanticModel:
+    p = Path(path)
+    if not p.exists():
+        raise ArtifactError(p, "semantic model not found; train one with "
+                               "`aimusic train-semantic AUDIO_DIR`")
+    art = load_artifact(p, FORMAT_KIND, FORMAT_VERSION)
+    cfg = config_from_dict(SemanticConfig, art.config, str(p))
+    model = SemanticModel(cfg)
+    try:
+        model.load_state_dict(art.tensors)
+    except RuntimeError as e:
+        raise ArtifactError(p, f"weights do not match the config: {str(e)[:200]}") from None
+    model.source_hash = art.hash
+    return model.to(device).eval()
+
+
+def token_entropy_bits(tokens: np.ndarray, clusters: int) -> float:
+    """Entropy of the token histogram in bits (log2 clusters at uniform use)."""
+    p = np.bincount(tokens, minlength=clusters).astype(np.float64)
+    p = p[p > 0] / max(1, tokens.size)
+    return float(-(p * np.log2(p)).sum()) if p.size else 0.0
+

@@ -1,0 +1,166 @@
+"""Semantic tokenizer: k-means, features, both iterations, agreement between renders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SR, tone
+from typer.testing import CliRunner
+
+from aimusic.audio import save_audio
+from aimusic.cli import app
+from aimusic.cluster import kmeans, minibatch_kmeans, nearest
+from aimusic.errors import ArtifactError
+from aimusic.semantic.evaluate import agreement, nmi, pairs
+from aimusic.semantic.features import handmade, log_mel
+from aimusic.semantic.model import SemanticConfig, SemanticModel, load_semantic
+from aimusic.semantic.train import span_mask
+
+runner = CliRunner()
+
+
+def _blobs(n_per: int = 400, k: int = 6, dim: int = 8, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(k, dim, generator=g) * 10
+    labels = torch.arange(k).repeat_interleave(n_per)
+    return centers[labels] + torch.randn(k * n_per, dim, generator=g), labels
+
+
+@pytest.mark.parametrize("fit", ["lloyd", "minibatch"])
+def test_kmeans_recovers_synthetic_clusters(fit) -> None:
+    x, labels = _blobs()
+    g = torch.Generator().manual_seed(1)
+    c = kmeans(x, 6, generator=g) if fit == "lloyd" else minibatch_kmeans(
+        x, 6, steps=50, batch=256, init_points=1000, generator=g)
+    assert nmi(nearest(x, c).numpy(), labels.numpy()) > 0.99
+
+
+def test_minibatch_kmeans_uses_every_centroid_and_needs_k_points() -> None:
+    x, _ = _blobs(n_per=50, k=2)
+    c = minibatch_kmeans(x, 40, steps=20, batch=64, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(c).all() and len(set(nearest(x, c).tolist())) > 30
+    with pytest.raises(ValueError, match="at least k"):
+        minibatch_kmeans(x[:10], 40)
+
+
+def test_nmi_properties() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 8, 5000)
+    assert nmi(a, a) == pytest.approx(1.0)
+    assert nmi(a, (a + 3) % 8) == pytest.approx(1.0)  # renaming labels changes nothing
+    assert nmi(a, rng.integers(0, 8, 5000)) < 0.01
+
+
+def test_features_align_with_codec_frames_and_chroma_finds_the_pitch_class() -> None:
+    x = torch.from_numpy(tone(440.0, 2.0))[None]
+    f = handmade(x, SR, 960)
+    assert f.shape == (1, 2 * SR // 960, 3 * 13 + 12)
+    assert int(f[0, 10, -12:].argmax()) == 9  # A, counting from C
+    c = torch.from_numpy(tone(261.63, 2.0))[None]
+    assert int(handmade(c, SR, 960)[0, 10, -12:].argmax()) == 0  # C
+    assert log_mel(x[:, :12345], SR, 960).shape == (1, 12345 // 960, 4 * 80)
+
+
+def test_span_mask_covers_spans_and_every_row() -> None:
+    m = span_mask(16, 100, 0.05, 5, torch.Generator().manual_seed(0))
+    assert m.shape == (16, 100) and m.any(1).all()
+    assert 0.1 < m.float().mean() < 0.5
+
+
+def test_iteration2_windows_match_a_whole_pass_inside_the_context() -> None:
+    cfg = SemanticConfig(iteration=2, clusters=4, dim=16, layers=2, heads=2, layer=1, window=20,
+                         context=10)
+    m = SemanticModel(cfg).eval()
+    x = torch.randn(1, 960 * 30)
+    with torch.no_grad():
+        mel = log_mel(x, SR, 960)
+        whole = m.encoder(mel, upto=1)
+        win = m.raw_features(x)
+    assert win.shape == whole.shape
+    # one attention layer: every token sees at least `context` neighbours in both windows,
+    # but attention is global within a window, so only check the first window's tokens,
+    # whose window [0, 30) is the whole input
+    torch.testing.assert_close(win[:, :20], whole[:, :20])
+    assert m.tokens(np.zeros(500, np.float32)).shape == (0,)
+
+
+def _render(notes: list[int], timbre: str, note_s: float = 0.3) -> np.ndarray:
+    """The same notes in two timbres: plucked (decaying, few harmonics) or bowed
+    (sustained, many harmonics, vibrato)."""
+    n = int(note_s * SR)
+    t = np.arange(n) / SR
+    out = []
+    for midi in notes:
+        f = 440 * 2 ** ((midi - 69) / 12)
+        if timbre == "plucked":
+            y = np.exp(-6 * t) * (np.sin(2 * np.pi * f * t) + 0.3 * np.sin(4 * np.pi * f * t))
+        else:
+            ph = 2 * np.pi * f * t + 0.3 * np.sin(2 * np.pi * 5 * t)
+            y = np.minimum(1, t * 20) * sum(0.5 / h * np.sin(h * ph) for h in range(1, 8))
+        out.append(0.3 * y)
+    return np.concatenate(out).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def two_renders(tmp_path_factory) -> Path:
+    """Training audio in both timbres, and pairs a/ b/ of the same melodies."""
+    root = tmp_path_factory.mktemp("renders")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        notes = list(rng.integers(57, 81, 16))
+        save_audio(root / "train" / f"p{i}.wav", _render(notes, "plucked"), SR)
+        save_audio(root / "train" / f"b{i}.wav", _render(list(rng.integers(57, 81, 16)), "bowed"), SR)
+    for i in range(3):
+        notes = list(rng.integers(57, 81, 16))
+        save_audio(root / "pairs" / "a" / f"m{i}.wav", _render(notes, "plucked"), SR)
+        save_audio(root / "pairs" / "b" / f"m{i}.wav", _render(notes, "bowed"), SR)
+    return root
+
+
+def test_train_semantic_both_iterations_via_cli(two_renders, tmp_path) -> None:
+    out = tmp_path / "sem.safetensors"
+    r = runner.invoke(app, ["train-semantic", str(two_renders / "train"), "-o", str(out),
+                            "--preset", "tiny", "--iterations", "2", "--steps", "12"])
+    assert r.exit_code == 0, r.output
+    first = load_semantic(tmp_path / "sem.it1.safetensors")
+    second = load_semantic(out)
+    assert (first.cfg.iteration, second.cfg.iteration) == (1, 2)
+    r = runner.invoke(app, ["info", str(out), "--json"])
+    assert first.source_hash in r.output  # iteration 2 names the model it learned from
+    x = np.random.default_rng(0).standard_normal(SR * 3 + 100).astype(np.float32) * 0.1
+    for m in (first, second):
+        tok = m.tokens(x)
+        assert tok.shape == (x.size // 960,) and tok.dtype == np.int64
+        assert tok.min() >= 0 and tok.max() < m.cfg.clusters
+    r = runner.invoke(app, ["eval", "semantic", str(two_renders / "pairs"), "--semantic",
+                            str(tmp_path / "sem.it1.safetensors"), "--semantic", str(out),
+                            "--codec", str(tmp_path / "none.safetensors")])
+    assert r.exit_code == 1 and "train-codec" in r.output
+
+
+def test_iteration1_tokens_follow_the_notes_not_the_timbre(two_renders, tmp_path) -> None:
+    out = tmp_path / "it1.safetensors"
+    r = runner.invoke(app, ["train-semantic", str(two_renders / "train"), "-o", str(out),
+                            "--preset", "tiny", "--iterations", "1", "--clusters", "24"])
+    assert r.exit_code == 0, r.output
+    m = load_semantic(out)
+    found = pairs(two_renders / "pairs")
+    same = agreement(found, {"it1": m.tokens})["tokenizers"]["it1"]
+    shuffled = agreement([(a, b) for (a, _), (_, b) in zip(found, found[1:] + found[:1])],
+                         {"it1": m.tokens})["tokenizers"]["it1"]
+    # the same notes in another timbre agree far more than other notes in another timbre
+    assert same["nmi"] > shuffled["nmi"] + 0.15, (same, shuffled)
+    assert same["nmi"] > same["chance"] + 0.15
+
+
+def test_missing_or_foreign_semantic_model_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(ArtifactError, match="aimusic train-semantic"):
+        load_semantic(tmp_path / "none.safetensors")
+    from aimusic.artifacts import save_artifact
+
+    p = save_artifact(tmp_path / "codec.safetensors", {"w": torch.zeros(1)}, "codec", 1, {})
+    with pytest.raises(ArtifactError, match="codec"):
+        load_semantic(p)
