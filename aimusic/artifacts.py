@@ -201,7 +201,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
         "config": meta["config"],
         "depends": meta["depends"],
     }
-    if meta["kind"] != "codes":  # trainable parameters, where the writer counted them
+    if meta["kind"] not in ("codes", "tokens"):  # trainable parameters, where counted
         out["parameters"] = meta["extra"].get("parameters", values)
     if meta["extra"]:
         out["extra"] = meta["extra"]

@@ -1,9 +1,9 @@
 """Do tokens follow the music or the instrument? Agreement between two renders of the
 same pieces with disjoint instrument sets (``make_corpus.py --pairs``: folders a/ and b/
 holding the same file names), as normalized mutual information between time-aligned token
-sequences. A chance level, from the same sequences with one render shifted by half its
-piece (same token statistics, no alignment), shows how much of a figure is just the
-number of clusters against the number of frames.
+sequences. Two controls on the same sequences show how much of a figure is the moment
+being played and how much is just the number of clusters against the number of frames
+(NMI's finite-sample bias) or the piece's key and register.
 """
 
 from __future__ import annotations
@@ -53,24 +53,33 @@ def pairs(pairs_dir: str | Path) -> list[tuple[Path, Path]]:
     return found
 
 
-def agreement(found: list[tuple[Path, Path]], tokenizers: Mapping[str, Callable[[np.ndarray], np.ndarray]],
+def agreement(found: list[tuple[Path, Path]],
+              tokenizers: Mapping[str, Callable[[np.ndarray], np.ndarray]],
               sr: int = 24000) -> dict[str, Any]:
-    """Per tokenizer: NMI between the renders, its chance level, frames compared."""
-    seqs: dict[str, tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]] = {
-        k: ([], [], []) for k in tokenizers}
+    """Per tokenizer: NMI between the time-aligned renders, and two controls on the same
+    token sequences: ``shifted`` (same piece, render b rolled by half the piece: shares
+    key, register and tempo, not the moment) and ``other`` (each render a against render b
+    of another piece: shares only the corpus's statistics, the chance level)."""
+    toks: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in tokenizers}
     for pa, pb in found:
         xa, xb = load_audio(pa, sr), load_audio(pb, sr)
         n = min(xa.size, xb.size)
         for name, tok in tokenizers.items():
             ta, tb = tok(xa[:n]), tok(xb[:n])
             m = min(ta.size, tb.size)
-            A, B, S = seqs[name]
-            A.append(ta[:m])
-            B.append(tb[:m])
-            S.append(np.roll(tb[:m], m // 2))
+            toks[name].append((ta[:m], tb[:m]))
     out: dict[str, Any] = {}
-    for name, (A, B, S) in seqs.items():
-        a, b, s = np.concatenate(A), np.concatenate(B), np.concatenate(S)
-        out[name] = {"nmi": round(nmi(a, b), 4), "chance": round(nmi(a, s), 4),
-                     "frames": int(a.size)}
+    for name, seqs in toks.items():
+        a = np.concatenate([ta for ta, _ in seqs])
+        b = np.concatenate([tb for _, tb in seqs])
+        s = np.concatenate([np.roll(tb, tb.size // 2) for _, tb in seqs])
+        oa, ob = [], []
+        for i, (ta, _) in enumerate(seqs):
+            tb = seqs[(i + 1) % len(seqs)][1]
+            m = min(ta.size, tb.size)
+            oa.append(ta[:m])
+            ob.append(tb[:m])
+        other = nmi(np.concatenate(oa), np.concatenate(ob)) if len(seqs) > 1 else float("nan")
+        out[name] = {"nmi": round(nmi(a, b), 4), "shifted": round(nmi(a, s), 4),
+                     "other": round(other, 4), "frames": int(a.size)}
     return {"pieces": len(found), "tokenizers": out}
