@@ -396,6 +396,62 @@ def tokenize_merge_cmd(
     _strict_exit(strict, int(m["errors"]), tokens_dir / ERRORS)
 
 
+StageOpt = Annotated[
+    str, typer.Option(help="all (semantic, coarse, fine; with --layout delay: semantic, delay), "
+                           "or one of semantic, coarse, fine, delay.")
+]
+LayoutOpt = Annotated[
+    str, typer.Option(help="flat: AudioLM's coarse and fine stages; delay: MusicGen's one "
+                           "acoustic stage (lm-delay).")
+]
+
+
+def _print_lm_result(stage: str, r: dict[str, Any]) -> None:
+    speed = f"  {r['tokens_per_s']:,.0f} tokens/s" if "tokens_per_s" in r else ""
+    stdout.print(f"lm-{stage}: {r.get('out') or r.get('model')}  val {r['val_ce']:.4f} nats/token "
+                 f"(unigram {r['unigram_ce']:.4f}, bigram {r['bigram_ce']:.4f}; "
+                 f"{r['val_tokens']:,} tokens){speed}", highlight=False, soft_wrap=True)
+
+
+@app.command("train-lm")
+def train_lm_cmd(
+    tokens_dir: Annotated[
+        Path, typer.Argument(help="Token directory from `aimusic tokenize` (val/ and test/ "
+                                  "items are held out, else a stable 5%).")
+    ] = Path("tokens"),
+    stage: StageOpt = "all",
+    layout: LayoutOpt = "flat",
+    out: Annotated[
+        Optional[Path], typer.Option("-o", "--out", help="Directory of the lm-STAGE.safetensors "
+                                                         "files (default: MODELS).")
+    ] = None,
+    models: ModelsOpt = None,
+    preset: PresetOpt = "small",
+    config: ConfigOpt = None,
+    steps: Annotated[Optional[int], typer.Option(help="Steps per stage.")] = None,
+    minutes: Annotated[
+        Optional[float], typer.Option(help="Stop each stage after this many minutes.")
+    ] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Windows per step.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the saved training states.")] = False,
+) -> None:
+    """Train the token language models (semantic, coarse, fine) on a token directory."""
+    from aimusic.lm.model import PRESETS
+    from aimusic.lm.train import TRAIN_PRESETS, stages_for, train_lm
+    from aimusic.runtime import resolve_device
+
+    with handle_errors():
+        out_dir = out or _models_dir(models)
+        stages = stages_for(stage, layout)
+        flags = {"steps": steps, "minutes": minutes, "batch_size": batch_size}
+        model_cfg, train_cfg = _train_configs(PRESETS, TRAIN_PRESETS, preset, config, flags)
+        results = train_lm(tokens_dir, out_dir, stages, model_cfg, train_cfg, resolve_device(),
+                           resume=resume)
+    for s, r in results.items():
+        if r:  # empty on processes other than the main one
+            _print_lm_result(s, r)
+
+
 @eval_app.command("codec")
 def eval_codec_cmd(
     audio_dir: Annotated[Path, typer.Argument(help="Audio to measure on (never trained on).")],
@@ -501,8 +557,173 @@ def eval_semantic_cmd(
         return
     stdout.print(f"{result['pieces']} pieces rendered twice, from {pairs_dir}")
     for name, r in result["tokenizers"].items():
-        stdout.print(f"{name:<44} NMI {r['nmi']:.3f}  (chance {r['chance']:.3f}, "
-                     f"{r['frames']} frames)", highlight=False, soft_wrap=True)
+        stdout.print(f"{name:<44} NMI {r['nmi']:.3f}  (same piece shifted {r['shifted']:.3f}, "
+                     f"other piece {r['other']:.3f}; {r['frames']} frames)", highlight=False,
+                     soft_wrap=True)
+
+
+@eval_app.command("lm")
+def eval_lm_cmd(
+    tokens_dir: Annotated[
+        Path, typer.Argument(help="Token directory; its validation items are measured.")
+    ] = Path("tokens"),
+    stage: StageOpt = "all",
+    layout: LayoutOpt = "flat",
+    models: ModelsOpt = None,
+    windows: Annotated[
+        int, typer.Option(help="At most this many windows per stage (0: the whole split).")
+    ] = 0,
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 16,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Also write JSON here.")] = None,
+) -> None:
+    """Validation cross entropy of the LMs beside unigram and bigram baselines (nats/token)."""
+    from aimusic.fileio import write_json
+    from aimusic.lm.train import evaluate_lms, stages_for
+    from aimusic.runtime import resolve_device
+
+    with handle_errors():
+        result = evaluate_lms(tokens_dir, _models_dir(models), stages_for(stage, layout),
+                              resolve_device(), windows, batch_size)
+        if out:
+            write_json(out, {"data": str(tokens_dir), "stages": result})
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for s, r in result.items():
+        _print_lm_result(s, r)
+
+
+TemperatureOpt = Annotated[
+    Optional[list[float]],
+    typer.Option("--temperature", help="Sampling temperature: once for every stage, or once per "
+                                       "stage in order (default 0.6 0.8 0.6, AudioLM's; delay: 0.6 "
+                                       "0.8)."),
+]
+TopKOpt = Annotated[
+    Optional[list[int]],
+    typer.Option("--top-k", help="Keep the k most likely tokens (0: all); once, or per stage "
+                                 "(default 250)."),
+]
+TopPOpt = Annotated[
+    Optional[list[float]],
+    typer.Option("--top-p", help="Nucleus sampling mass (1: off); once, or per stage (default off)."),
+]
+GenLayoutOpt = Annotated[
+    Optional[str],
+    typer.Option("--layout", help="flat (semantic, coarse, fine LMs) or delay (semantic and delay "
+                                  "LMs); default flat, or delay when only lm-delay is there."),
+]
+GenSeedOpt = Annotated[
+    Optional[int], typer.Option("--seed", help="Seed of the sampling: same seed, same audio "
+                                               "(default: the global --seed, else a fresh one).")
+]
+CacheOpt = Annotated[
+    bool, typer.Option("--cache/--no-cache", help="KV-cached decoding; --no-cache recomputes every "
+                                                  "step (same tokens, for comparison; slow).")
+]
+GenCodecOpt = Annotated[
+    Optional[Path], typer.Option("--codec", help="Codec model (default: MODELS/codec.safetensors).")
+]
+GenSemanticOpt = Annotated[
+    Optional[Path],
+    typer.Option("--semantic", help="Semantic model (default: MODELS/semantic.safetensors)."),
+]
+
+
+def _load_chain(models: Path | None, layout: str | None, codec: Path | None,
+                semantic: Path | None) -> Any:
+    from aimusic.gen import load_chain
+    from aimusic.runtime import resolve_device
+
+    return load_chain(_models_dir(models), layout, resolve_device(), codec, semantic)
+
+
+def _print_generated(r: dict[str, Any], src: str) -> None:
+    from aimusic.gen import format_timings
+
+    stdout.print(f"{src}{r['out']}  ({r['audio'].size / r['sample_rate']:.2f} s, seed {r['seed']})",
+                 highlight=False, soft_wrap=True)
+    if settings.verbose:
+        console.print(format_timings(r), highlight=False, soft_wrap=True)
+
+
+@app.command("continue")
+def continue_cmd(
+    inputs: Annotated[list[Path], typer.Argument(help="Prompt audio files (wav, flac, ogg, mp3).")],
+    seconds: Annotated[float, typer.Option("--seconds", "-s", help="Seconds to add to each file.")],
+    out: Annotated[
+        Optional[Path], typer.Option("-o", "--out", help="Output wav (one input only; default "
+                                                         "IN.continued.wav beside each input).")
+    ] = None,
+    prompt_seconds: Annotated[
+        Optional[float], typer.Option(help="Use the last this many seconds as the prompt "
+                                           "(default: what the semantic LM's context keeps).")
+    ] = None,
+    continuation_only: Annotated[
+        bool, typer.Option(help="Write only the new audio, not the prompt file before it.")
+    ] = False,
+    layout: GenLayoutOpt = None,
+    temperature: TemperatureOpt = None,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
+    seed: GenSeedOpt = None,
+    cache: CacheOpt = True,
+    models: ModelsOpt = None,
+    codec: GenCodecOpt = None,
+    semantic: GenSemanticOpt = None,
+) -> None:
+    """Continue music: the semantic, coarse and fine LMs extend each file by --seconds."""
+    from aimusic.gen import continue_file, sampling_for
+
+    with handle_errors():
+        if out is not None and len(inputs) > 1:
+            raise AimusicError("-o names one output; with several inputs, outputs go beside each")
+        chain = _load_chain(models, layout, codec, semantic)
+        sampling = sampling_for(chain.stages, temperature, top_k, top_p)
+        for path in inputs:
+            target = out or path.with_name(path.stem + ".continued.wav")
+            r = continue_file(chain, path, target, seconds, prompt_seconds=prompt_seconds,
+                              continuation_only=continuation_only, sampling=sampling,
+                              seed=seed if seed is not None else settings.seed, use_cache=cache,
+                              progress=not settings.quiet)
+            _print_generated(r, f"{path} -> ")
+
+
+@app.command("generate")
+def generate_cmd(
+    seconds: Annotated[float, typer.Option("--seconds", "-s", help="Seconds per sample.")],
+    n: Annotated[int, typer.Option("-n", "--num", min=1, help="Number of samples.")] = 1,
+    out: Annotated[
+        Path, typer.Option("-o", "--out", help="Folder of the samples (sample-000.wav, ...).")
+    ] = Path("generated"),
+    layout: GenLayoutOpt = None,
+    temperature: TemperatureOpt = None,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
+    seed: GenSeedOpt = None,
+    cache: CacheOpt = True,
+    models: ModelsOpt = None,
+    codec: GenCodecOpt = None,
+    semantic: GenSemanticOpt = None,
+) -> None:
+    """Unconditional samples from the chain of LMs (sample i uses seed + i)."""
+    from aimusic.audio import save_audio
+    from aimusic.gen import generate_audio, sampling_for
+
+    with handle_errors():
+        chain = _load_chain(models, layout, codec, semantic)
+        sampling = sampling_for(chain.stages, temperature, top_k, top_p)
+        base = seed if seed is not None else settings.seed
+        if base is None:
+            import random
+
+            base = random.SystemRandom().randrange(2**31 - n)
+        for i in range(n):
+            r = generate_audio(chain, seconds, sampling=sampling, seed=base + i, use_cache=cache,
+                               progress=not settings.quiet, label=f"{i + 1}/{n} " if n > 1 else "")
+            r["out"] = save_audio(out / f"sample-{i:03d}.wav", r["audio"], r["sample_rate"])
+            _print_generated(r, "")
 
 
 def main() -> None:

@@ -1,0 +1,484 @@
+"""Music from the chain of models: ``aimusic continue`` and ``aimusic generate``.
+
+AudioLM's recipe, stage by stage, each stage KV-cached decoding (``decode.Decoder``):
+
+```
+prompt audio --codec--> codes [K, 3P] --------------------------+
+             --semantic model--> semantic [P]                   |
+semantic LM:  semantic [P] -> [P + N]                           |
+coarse LM:    semantic [P + N], coarse codes [Kc, 3P] -> [Kc, 3(P + N)]
+fine LM:      coarse codes of each window of new frames -> all K levels
+              (flat layout; with the delay layout one LM makes all K levels instead)
+codec:        the prompt's last frames + the new frames -> audio, joined to the prompt
+```
+
+The stages and their windows are in ``stages``; with two or more cores they run side by
+side in threads (``stages.run_stages``), the same tokens as in turn.
+
+Joining. The new frames are decoded after the prompt's last frames (enough for the
+decoder's receptive field), so the decoder sees across the join. The output is the
+original audio up to the join and the decoded continuation after it, with a 20 ms
+equal-power crossfade just before the join from the original into the codec's rendering
+of the prompt (equal-power, not linear: a codec at 6 kbps keeps the spectrum, not the
+phase, so the two are uncorrelated and a linear fade would dip by 3 dB).
+
+Lengths are exact: ``ceil(samples / semantic hop)`` semantic tokens are generated, three
+frames each, and the decoded audio is cut to ``round(seconds * sample_rate)`` samples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aimusic.errors import AimusicError, ArtifactError
+from aimusic.gen import stages as S
+from aimusic.gen.decode import Decoder
+from aimusic.gen.stages import Sampling, Tick, fine_windows, history, plan_chunks
+from aimusic.lm import layouts as L
+
+XFADE_SECONDS = 0.02
+MIN_PROMPT_SECONDS = 0.5
+SILENCE_DB = -60.0
+LAYOUT_STAGES = {"flat": ("semantic", "coarse", "fine"), "delay": ("semantic", "delay")}
+
+
+# -- sampling settings -----------------------------------------------------------------
+
+
+# AudioLM's temperatures; the delay stage makes coarse and fine levels at once
+DEFAULT_TEMPERATURE = {"semantic": 0.6, "coarse": 0.8, "fine": 0.6, "delay": 0.8}
+
+
+def sampling_for(stages: tuple[str, ...], temperature: list[float] | None = None,
+                 top_k: list[int] | None = None,
+                 top_p: list[float] | None = None) -> dict[str, Sampling]:
+    """Per-stage settings from lists of one value (every stage) or one per stage; an
+    empty or missing list keeps the defaults. top-k 0 and top-p 1 turn them off."""
+
+    def per_stage(values: list | None, name: str) -> list | None:
+        if not values:
+            return None
+        if len(values) == 1:
+            return list(values) * len(stages)
+        if len(values) != len(stages):
+            raise AimusicError(f"--{name}: give one value, or one per stage ({', '.join(stages)}); "
+                               f"got {len(values)}")
+        return list(values)
+
+    temps = per_stage(temperature, "temperature")
+    ks = per_stage(top_k, "top-k")
+    ps = per_stage(top_p, "top-p")
+    out = {}
+    for i, s in enumerate(stages):
+        t = float(temps[i]) if temps else DEFAULT_TEMPERATURE[s]
+        k = int(ks[i]) if ks else Sampling.top_k
+        p = float(ps[i]) if ps else None
+        if t < 0 or (k is not None and k < 0) or (p is not None and not 0 < p <= 1):
+            raise AimusicError(f"{s}: temperature must be >= 0, top-k >= 0 and top-p in (0, 1]")
+        out[s] = Sampling(t, k or None, p if p is not None and p < 1 else None)
+    return out
+
+
+# -- the models ------------------------------------------------------------------------
+
+
+@dataclass
+class Chain:
+    """The codec, the semantic model and the LMs of one layout, checked to belong together."""
+
+    codec: Any  # aimusic.codec.model.Codec
+    semantic: Any  # aimusic.semantic.model.SemanticModel
+    lms: dict[str, Any]  # stage -> TokenLM
+    windows: dict[str, int]  # stage -> window (semantic tokens; frames for fine)
+    layout: str
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    decoders: dict[str, Decoder] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.decoders = {s: Decoder(lm) for s, lm in self.lms.items()}
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return LAYOUT_STAGES[self.layout]
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.codec.cfg.sample_rate)
+
+    @property
+    def frames_per_token(self) -> int:
+        return int(self.semantic.cfg.hop // self.codec.cfg.hop)
+
+    @property
+    def token_samples(self) -> int:
+        return int(self.semantic.cfg.hop)
+
+    def max_prompt_tokens(self) -> int:
+        """Semantic tokens of prompt the semantic LM keeps in its context."""
+        return history(self.windows["semantic"])
+
+
+def choose_layout(models_dir: str | Path, layout: str | None) -> str:
+    """``flat`` unless asked for ``delay``, or only the delay LM is there."""
+    from aimusic.lm.train import lm_path
+
+    if layout is not None:
+        if layout not in LAYOUT_STAGES:
+            raise AimusicError(f"unknown layout {layout!r}; choose flat or delay")
+        return layout
+    flat_there = all(lm_path(models_dir, s).exists() for s in ("coarse", "fine"))
+    return "delay" if lm_path(models_dir, "delay").exists() and not flat_there else "flat"
+
+
+def lm_window(path: Path, cfg: Any, frames_per_token: int) -> int:
+    """The window the LM was trained on (its file says), else the most its context holds."""
+    from aimusic.artifacts import read_metadata
+
+    most = L.fit_window(cfg.stage, cfg.layout, cfg.max_len, cfg.coarse_levels, frames_per_token)
+    trained = int(read_metadata(path)["extra"].get("window", 0) or 0)
+    return min(trained, most) if trained > 0 else most
+
+
+def load_chain(models_dir: str | Path, layout: str | None = None, device: torch.device | str = "cpu",
+               codec_path: str | Path | None = None,
+               semantic_path: str | Path | None = None) -> Chain:
+    """Load and check the models: missing ones name the command that makes them, and LMs
+    trained on tokens of another codec or semantic model are refused."""
+    from aimusic.codec.model import load_codec
+    from aimusic.lm.model import load_lm
+    from aimusic.lm.train import lm_path
+    from aimusic.semantic.model import load_semantic
+
+    models_dir = Path(models_dir)
+    device = torch.device(device)
+    layout = choose_layout(models_dir, layout)
+    codec = load_codec(codec_path or models_dir / "codec.safetensors", device)
+    semantic = load_semantic(semantic_path or models_dir / "semantic.safetensors", device)
+    if semantic.cfg.sample_rate != codec.cfg.sample_rate or semantic.cfg.hop % codec.cfg.hop:
+        raise AimusicError(f"the semantic model ({semantic.cfg.sample_rate} Hz, hop "
+                           f"{semantic.cfg.hop}) does not line up with the codec "
+                           f"({codec.cfg.sample_rate} Hz, hop {codec.cfg.hop})")
+    fpt = semantic.cfg.hop // codec.cfg.hop
+    have = {"codec": codec.source_hash, "semantic": semantic.source_hash}
+    names = {"codec": getattr(codec, "source_path", "the codec"), "semantic": "the semantic model"}
+    lms, windows = {}, {}
+    for stage in LAYOUT_STAGES[layout]:
+        path = lm_path(models_dir, stage)
+        if not path.exists():
+            flag = " --layout delay" if layout == "delay" else ""
+            raise ArtifactError(path, f"{stage} LM not found; train one with "
+                                      f"`aimusic train-lm{flag} --stage {stage} --models {models_dir}`")
+        lm = load_lm(path, stage, device)
+        for role, h in have.items():
+            made = lm.depends.get(role)
+            if made != h:
+                raise ArtifactError(path, f"was trained on tokens of {role} {made}, but {names[role]} "
+                                          f"is {h}; use the models it was trained with, or "
+                                          "tokenize again and retrain the LMs")
+        cfg = lm.cfg
+        want = (semantic.cfg.clusters, codec.cfg.levels, codec.cfg.codebook_size)
+        if (cfg.clusters, cfg.levels, cfg.codebook_size) != want:
+            raise ArtifactError(path, f"expects {cfg.clusters} clusters, {cfg.levels} levels of "
+                                      f"{cfg.codebook_size}; the models give {want[0]}, {want[1]} "
+                                      f"of {want[2]}")
+        lms[stage], windows[stage] = lm, lm_window(path, cfg, fpt)
+    if layout == "flat" and lms["coarse"].cfg.coarse_levels != lms["fine"].cfg.coarse_levels:
+        raise AimusicError("the coarse and fine LMs split the levels differently "
+                           f"({lms['coarse'].cfg.coarse_levels} vs {lms['fine'].cfg.coarse_levels})")
+    return Chain(codec, semantic, lms, windows, layout, device)
+
+
+# -- the chain -------------------------------------------------------------------------
+
+
+class StageProgress:
+    """One rich bar per stage, in tokens; nothing when disabled."""
+
+    def __init__(self, enabled: bool, label: str = "") -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from aimusic.runtime import console
+
+        self.label = label
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("tokens"), TimeElapsedColumn(), console=console,
+                                 disable=not enabled)
+
+    def __enter__(self) -> StageProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def bar(self, name: str, total: int) -> Tick:
+        """A bar for a stage; the function advances it."""
+        task = self.progress.add_task(f"{self.label}{name}", total=total)
+        return lambda k: self.progress.advance(task, k)
+
+
+def stage_tokens(chain: Chain, prompt_tokens: int, n: int) -> dict[str, int]:
+    """Tokens each stage samples for n semantic tokens after a prompt of ``prompt_tokens``
+    (fine: with the dropped overlap; delay: every stream of every step)."""
+    fpt, K, P, win = chain.frames_per_token, chain.codec.cfg.levels, prompt_tokens, chain.windows
+    if chain.layout == "delay":
+        chunks = plan_chunks(P, P + n, win["delay"], history(win["delay"]))
+        return {"semantic": n, "delay": sum((fpt * (e - k) + K - 1) * K for _, k, e in chunks)}
+    kc = chain.lms["coarse"].cfg.coarse_levels
+    length, starts = fine_windows(fpt * P, fpt * (P + n), win["fine"])
+    return {"semantic": n, "coarse": fpt * n * kc, "fine": len(starts) * length * (K - kc)}
+
+
+def stage_seed(seed: int, stage: str) -> int:
+    """Each stage's own generator seed: a stage's tokens do not depend on another's draws,
+    so stages can run side by side and still repeat exactly."""
+    return int(hashlib.sha256(f"{seed}:{stage}".encode()).hexdigest()[:15], 16)
+
+
+def sample_tokens(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: int,
+                  sampling: dict[str, Sampling], seed: int = 0, use_cache: bool = True,
+                  progress: StageProgress | None = None, threads: bool | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor, dict[str, dict[str, float]]]:
+    """Prompt semantic [P] and codes [K, fpt * P] (P may be 0) -> n new semantic tokens,
+    their codes [K, fpt * n], and per stage: seconds (start to end), waited (for the stage
+    before) and tokens. ``threads`` (default: when torch may use two or more threads) runs
+    the stages side by side, one torch thread each."""
+    fpt, P, K = chain.frames_per_token, semantic.shape[0], chain.codec.cfg.levels
+    if codes.shape[1] != fpt * P:
+        raise ValueError(f"{codes.shape[1]} prompt frames for {P} semantic tokens")
+    progress = progress or StageProgress(False)
+    totals = stage_tokens(chain, P, n)
+    decs, win, T = chain.decoders, chain.windows, P + n
+    gens = {s: torch.Generator(device=chain.device).manual_seed(stage_seed(seed, s))
+            for s in chain.stages}
+    sem_out = S.Stream(semantic.long().cpu())
+    kc = chain.lms["coarse"].cfg.coarse_levels if chain.layout == "flat" else K
+    coarse_out = S.Stream(codes[:kc].long().cpu())
+    inputs: dict[str, S.Stream | None] = {"semantic": None, "coarse": sem_out, "fine": coarse_out,
+                                          "delay": sem_out}
+    stats: dict[str, dict[str, float]] = {}
+
+    def job(stage: str, fn: Callable[[Tick], Any]) -> Callable[[Tick], Any]:
+        def run(tick: Tick) -> Any:
+            t0, count = time.perf_counter(), [0]
+
+            def counted(k: int) -> None:
+                count[0] += k
+                tick(k)
+
+            with _autocast(chain.device), torch.inference_mode():  # thread-local modes
+                r = fn(counted)
+            src = inputs[stage]
+            stats[stage] = {"seconds": time.perf_counter() - t0, "tokens": count[0],
+                            "waited": src.waited if src is not None else 0.0}
+            return r
+
+        return run
+
+    sp = sampling
+    jobs: list[tuple[str, Callable[[Tick], Any], S.Stream | None]] = [(
+        "semantic", job("semantic", lambda t: S.semantic_stage(
+            decs["semantic"], win["semantic"], semantic, n, sp["semantic"], gens["semantic"],
+            use_cache, t, sem_out)), sem_out)]
+    if chain.layout == "delay":
+        jobs.append(("delay", job("delay", lambda t: S.delay_stage(
+            decs["delay"], win["delay"], sem_out, T, codes, fpt, sp["delay"], gens["delay"],
+            use_cache, t)), None))
+    else:
+        jobs.append(("coarse", job("coarse", lambda t: S.coarse_stage(
+            decs["coarse"], win["coarse"], sem_out, T, codes, fpt, sp["coarse"], gens["coarse"],
+            use_cache, t, coarse_out)), coarse_out))
+        jobs.append(("fine", job("fine", lambda t: S.fine_stage(
+            decs["fine"], win["fine"], coarse_out, fpt * P, fpt * T, sp["fine"], gens["fine"],
+            use_cache, t)), None))
+    if threads is None:
+        threads = torch.get_num_threads() >= 2
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(1)  # one core per stage: several threads per op would fight
+    try:
+        with progress:
+            bars = {s: progress.bar(s, totals[s]) for s in chain.stages}
+            results = S.run_stages(jobs, threads, lambda s: bars[s])
+    finally:
+        torch.set_num_threads(before)
+    new_sem = results["semantic"]
+    if chain.layout == "delay":
+        return new_sem, results["delay"][:, fpt * P:], stats
+    new_codes = results["fine"]
+    assert new_codes.shape == (K, fpt * n)
+    return new_sem, new_codes, stats
+
+
+def _autocast(device: torch.device) -> Any:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def fresh_seed(seed: int | None) -> int:
+    """``seed``, or a new one (reported, so the run can be repeated)."""
+    import secrets
+
+    return seed if seed is not None else secrets.randbelow(2**31)
+
+
+# -- audio in and out ------------------------------------------------------------------
+
+
+def encode_prompt(chain: Chain, audio: np.ndarray, max_tokens: int,
+                  name: str = "<prompt>") -> tuple[torch.Tensor, torch.Tensor]:
+    """The last whole semantic tokens of ``audio`` (at most ``max_tokens``) -> semantic [P]
+    and codes [K, fpt * P], aligned to end at the audio's last sample."""
+    from aimusic.audio import rms_db
+    from aimusic.codec.stream import encode_stream
+
+    hop = chain.token_samples
+    P = max(1, min(max_tokens, audio.size // hop))
+    if audio.size < MIN_PROMPT_SECONDS * chain.sample_rate or audio.size < hop:
+        raise AimusicError(f"{name}: a prompt of {audio.size / chain.sample_rate:.2f} s is too short "
+                           f"to continue; give at least {MIN_PROMPT_SECONDS:g} s")
+    x = np.ascontiguousarray(audio[audio.size - P * hop:], dtype=np.float32)
+    level = rms_db(x)
+    if level < SILENCE_DB:
+        raise AimusicError(f"{name}: the prompt is silent ({level:.0f} dBFS); "
+                           "continue needs some music to continue")
+    sem = torch.from_numpy(chain.semantic.tokens(x)).long()
+    codes, _ = encode_stream(chain.codec, iter([x]), chain.codec.cfg.levels, device=chain.device)
+    fpt = chain.frames_per_token
+    return sem[:P], codes[:, :fpt * P].long()
+
+
+def decode_codes(chain: Chain, codes: torch.Tensor) -> np.ndarray:
+    from aimusic.codec.stream import decode_stream
+
+    blocks = list(decode_stream(chain.codec, codes, device=chain.device))
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+
+
+def decode_after(chain: Chain, prompt_codes: torch.Tensor, new_codes: torch.Tensor,
+                 lead_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the new frames after the prompt's last frames: the rendering of the prompt's
+    last ``lead_samples`` samples, and of the new frames."""
+    from aimusic.codec.stream import context_frames
+
+    hop = chain.codec.cfg.hop
+    lead = min(prompt_codes.shape[1], math.ceil(lead_samples / hop))
+    ctx = min(prompt_codes.shape[1] - lead, context_frames(chain.codec))
+    first = prompt_codes.shape[1] - lead - ctx
+    y = decode_codes(chain, torch.cat([prompt_codes[:, first:], new_codes], 1))
+    join = (ctx + lead) * hop
+    return y[join - min(lead_samples, lead * hop):join], y[join:]
+
+
+def crossfade(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Equal-power fade from a to b (same length): cos / sin gains, power kept constant."""
+    n = a.size
+    t = (np.arange(n, dtype=np.float64) + 0.5) / max(n, 1) * (np.pi / 2)
+    return (a * np.cos(t) + b * np.sin(t)).astype(np.float32)
+
+
+def continue_audio(chain: Chain, audio: np.ndarray, seconds: float, *,
+                   prompt_seconds: float | None = None, continuation_only: bool = False,
+                   sampling: dict[str, Sampling] | None = None, seed: int | None = None,
+                   use_cache: bool = True, progress: bool = False, threads: bool | None = None,
+                   name: str = "<prompt>") -> dict[str, Any]:
+    """Continue ``audio`` (mono float32 at the codec's rate) by ``seconds``.
+
+    Returns ``audio`` (the original with the continuation joined, or the continuation
+    alone), ``sample_rate``, ``seed``, and timings: ``stages`` (seconds and tokens),
+    ``encode``, ``decode``, ``total`` seconds and ``x_realtime`` (generated seconds per
+    second of wall time).
+    """
+    t0 = time.perf_counter()
+    sr, hop = chain.sample_rate, chain.token_samples
+    n_samples = _n_samples(seconds, sr)
+    limit = chain.max_prompt_tokens()
+    if prompt_seconds is not None:
+        if not prompt_seconds >= MIN_PROMPT_SECONDS:
+            raise AimusicError(f"--prompt-seconds must be at least {MIN_PROMPT_SECONDS:g}")
+        limit = min(limit, int(prompt_seconds * sr) // hop)
+    sem, codes = encode_prompt(chain, audio, limit, name)
+    t_enc = time.perf_counter() - t0
+    seed = fresh_seed(seed)
+    n = math.ceil(n_samples / hop)
+    _, new_codes, stats = sample_tokens(chain, sem, codes, n, sampling or sampling_for(chain.stages),
+                                        seed, use_cache, StageProgress(progress), threads)
+    t1 = time.perf_counter()
+    xfade = 0 if continuation_only else min(audio.size, int(XFADE_SECONDS * sr))
+    before, after = decode_after(chain, codes, new_codes, xfade)
+    after = after[:n_samples]
+    if continuation_only:
+        out = after
+    else:
+        x = before.size
+        out = np.concatenate([audio[:audio.size - x], crossfade(audio[audio.size - x:], before), after])
+    t_dec = time.perf_counter() - t1
+    return _result(out, sr, seed, seconds, stats, t_enc, t_dec, time.perf_counter() - t0,
+                   prompt_seconds=sem.shape[0] * hop / sr)
+
+
+def generate_audio(chain: Chain, seconds: float, *, sampling: dict[str, Sampling] | None = None,
+                   seed: int | None = None, use_cache: bool = True, progress: bool = False,
+                   threads: bool | None = None, label: str = "") -> dict[str, Any]:
+    """An unconditional sample of ``seconds``; returns what ``continue_audio`` returns."""
+    t0 = time.perf_counter()
+    sr = chain.sample_rate
+    n_samples = _n_samples(seconds, sr)
+    seed = fresh_seed(seed)
+    K = chain.codec.cfg.levels
+    _, codes, stats = sample_tokens(chain, torch.zeros(0, dtype=torch.long),
+                                    torch.zeros(K, 0, dtype=torch.long),
+                                    math.ceil(n_samples / chain.token_samples),
+                                    sampling or sampling_for(chain.stages), seed, use_cache,
+                                    StageProgress(progress, label), threads)
+    t1 = time.perf_counter()
+    out = decode_codes(chain, codes)[:n_samples]
+    t_dec = time.perf_counter() - t1
+    return _result(out, sr, seed, seconds, stats, 0.0, t_dec, time.perf_counter() - t0)
+
+
+def _n_samples(seconds: float, sr: int) -> int:
+    n = int(round(seconds * sr))
+    if not math.isfinite(seconds) or n < 1:
+        raise AimusicError(f"--seconds must be positive, got {seconds:g}")
+    return n
+
+
+def _result(out: np.ndarray, sr: int, seed: int, seconds: float, stats: dict, t_enc: float,
+            t_dec: float, total: float, **extra: Any) -> dict[str, Any]:
+    return {"audio": out, "sample_rate": sr, "seed": seed, "seconds": seconds, "stages": stats,
+            "encode": t_enc, "decode": t_dec, "total": total, "x_realtime": seconds / total,
+            **extra}
+
+
+def continue_file(chain: Chain, path: str | Path, out: str | Path, seconds: float,
+                  **kw: Any) -> dict[str, Any]:
+    """Read ``path``, continue it (``continue_audio``'s options), write ``out`` atomically."""
+    from aimusic.audio import load_audio, save_audio
+
+    audio = load_audio(path, chain.sample_rate)
+    r = continue_audio(chain, audio, seconds, name=str(path), **kw)
+    save_audio(out, r["audio"], r["sample_rate"])
+    return {**r, "out": Path(out), "input_seconds": audio.size / chain.sample_rate}
+
+
+def format_timings(r: dict[str, Any]) -> str:
+    """One line: seconds and tokens per stage, the total and x real time."""
+    parts = [f"encode {r['encode']:.2f} s"] if r.get("encode") else []
+    for s, v in r["stages"].items():
+        waited = f", {v['waited']:.2f} s waiting" if v.get("waited", 0) >= 0.01 else ""
+        parts.append(f"{s} {v['seconds']:.2f} s ({v['tokens']:,} tokens{waited})")
+    parts.append(f"decode {r['decode']:.2f} s")
+    return (", ".join(parts) + f"; total {r['total']:.2f} s for {r['seconds']:g} s "
+            f"({r['x_realtime']:.2f}x real time)")

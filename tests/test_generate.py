@@ -1,0 +1,281 @@
+"""continue / generate: the chain of tiny random models, end to end through the CLI.
+
+The LMs have a context of 64 tokens, so a request of a few seconds already goes through
+every stage's sliding windows (semantic 63 tokens, coarse 6, fine 7 frames, delay 14).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import SR, melody
+from typer.testing import CliRunner
+
+from aimusic.audio import load_audio, save_audio
+from aimusic.cli import app
+from aimusic.codec.model import Codec, preset_tiny, save_codec
+from aimusic.fileio import file_hash
+from aimusic.gen import chain as G
+from aimusic.gen import stages as S
+from aimusic.gen.decode import Decoder
+from aimusic.lm import layouts as L
+from aimusic.lm.model import PRESETS as LM_PRESETS
+from aimusic.lm.model import TokenLM, save_lm
+from aimusic.semantic.model import PRESETS as SEM_PRESETS
+from aimusic.semantic.model import SemanticModel, save_semantic
+
+runner = CliRunner()
+
+
+def make_models(d: Path, stages=("semantic", "coarse", "fine", "delay"), max_len: int = 64,
+                depends: dict[str, str] | None = None) -> Path:
+    """Random tiny codec, iteration-1 semantic model and LMs that belong together."""
+    torch.manual_seed(0)
+    d.mkdir(parents=True, exist_ok=True)
+    codec = save_codec(Codec(preset_tiny()), d / "codec.safetensors")
+    sem = SemanticModel(SEM_PRESETS["tiny"]())
+    sem.get_buffer("centroids").normal_()
+    semantic = save_semantic(sem, d / "semantic.safetensors")
+    dep = depends or {"codec": file_hash(codec), "semantic": file_hash(semantic)}
+    for stage in stages:
+        cfg = dataclasses.replace(LM_PRESETS["tiny"](), stage=stage, max_len=max_len)
+        save_lm(TokenLM(cfg), d / f"lm-{stage}.safetensors", depends=dep)
+    return d
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    return make_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def prompt(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("audio") / "in.wav"
+    save_audio(p, melody(1.3, seed=1), SR)
+    return p
+
+
+def cli(*args: str) -> str:
+    r = runner.invoke(app, list(args))
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def fail(*args: str) -> str:
+    r = runner.invoke(app, list(args))
+    assert r.exit_code == 1, r.output
+    return " ".join(r.output.split())
+
+
+def test_plan_chunks_and_fine_windows() -> None:
+    # prompt of 5, up to 12 in windows of 6 keeping 3: every window ends what it starts
+    assert S.plan_chunks(5, 12, 6, 3) == [(2, 5, 8), (5, 8, 11), (8, 11, 12)]
+    assert S.plan_chunks(0, 4, 6, 3) == [(0, 0, 4)]
+    assert S.plan_chunks(7, 7, 6, 3) == []
+    for first, total, window in [(0, 1, 7), (9, 30, 7), (3, 100, 7), (0, 14, 7), (5, 6, 31)]:
+        length, starts = S.fine_windows(first, total, window)
+        assert length <= window and starts[0] == first and starts[-1] + length == total
+        assert all(b - a <= length for a, b in zip(starts, starts[1:]))  # no gaps
+        assert len(starts) == -(-(total - first) // window)  # as few windows as fit
+
+
+def test_sampling_settings() -> None:
+    s = G.sampling_for(("semantic", "coarse", "fine"))
+    assert [v.temperature for v in s.values()] == [0.6, 0.8, 0.6]
+    s = G.sampling_for(("semantic", "delay"), [1.0], [0], [0.9, 1.0])
+    assert s["semantic"] == S.Sampling(1.0, None, 0.9) and s["delay"] == S.Sampling(1.0, None, None)
+    with pytest.raises(G.AimusicError, match="one per stage"):
+        G.sampling_for(("semantic", "coarse", "fine"), [1.0, 0.5])
+
+
+def test_equal_power_crossfade() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(48000), rng.standard_normal(48000)
+    x = G.crossfade(a, b)
+    assert abs(x.std() - 1.0) < 0.02  # uncorrelated signals keep their power through the fade
+    fade_out = G.crossfade(np.ones(4), np.zeros(4))
+    assert np.allclose(fade_out[[0, -1]], [np.cos(np.pi / 16), np.sin(np.pi / 16)])
+
+
+def test_continue_end_to_end_exact_length_and_same_seed_same_audio(models: Path, prompt: Path,
+                                                                   tmp_path: Path) -> None:
+    original = load_audio(prompt)
+    outs = []
+    for i in range(2):
+        o = tmp_path / f"c{i}.wav"
+        text = cli("--seed", "3", "continue", str(prompt), "--seconds", "2.01", "-o", str(o),
+                   "--models", str(models))
+        assert str(o) in text
+        outs.append(sf.read(str(o), dtype="float32")[0])
+    assert np.array_equal(outs[0], outs[1])
+    assert outs[0].size == original.size + round(2.01 * SR)
+    # the original is kept up to the 20 ms crossfade before the join (16-bit rounding)
+    keep = original.size - int(G.XFADE_SECONDS * SR)
+    assert np.abs(outs[0][:keep] - original[:keep]).max() < 1e-4
+    assert np.abs(outs[0][original.size:]).max() > 0  # something was generated
+
+    other = tmp_path / "seed4.wav"
+    cli("continue", str(prompt), "-s", "2.01", "-o", str(other), "--seed", "4", "--models", str(models))
+    assert not np.array_equal(sf.read(str(other), dtype="float32")[0], outs[0])
+
+
+def test_long_requests_through_sliding_windows_have_exact_lengths(models: Path, prompt: Path,
+                                                                  tmp_path: Path) -> None:
+    # 3.3 s = 83 semantic tokens: past the semantic LM's 63, 14 coarse windows, 36 fine ones
+    o = tmp_path / "long.wav"
+    cli("continue", str(prompt), "--seconds", "3.3", "--continuation-only", "--prompt-seconds", "0.6",
+        "-o", str(o), "--models", str(models), "--seed", "1")
+    assert sf.info(str(o)).frames == round(3.3 * SR)
+    default_out = prompt.with_name("in.continued.wav")
+    cli("continue", str(prompt), "-s", "0.05", "--models", str(models), "--seed", "1")
+    assert sf.info(str(default_out)).frames == load_audio(prompt).size + round(0.05 * SR)
+
+
+@pytest.mark.parametrize("layout", ["flat", "delay"])
+def test_cached_uncached_threaded_and_in_turn_sample_the_same_tokens(models: Path, layout: str) -> None:
+    chain = G.load_chain(models, layout)
+    audio = melody(1.0, seed=2)
+    sem, codes = G.encode_prompt(chain, audio, chain.max_prompt_tokens())
+    assert sem.shape == (25,) and codes.shape == (8, 75)
+    runs = [G.sample_tokens(chain, sem, codes, 20, G.sampling_for(chain.stages), 11, cache, threads=t)
+            for cache, t in [(True, False), (False, False), (True, True)]]
+    for other in runs[1:]:
+        assert torch.equal(runs[0][0], other[0]) and torch.equal(runs[0][1], other[1])
+    new_sem, new_codes, stats = runs[0]
+    assert new_sem.shape == (20,) and new_codes.shape == (8, 60)
+    assert set(stats) == set(chain.stages)
+    assert all(v["seconds"] > 0 and v["tokens"] > 0 for v in stats.values())
+
+
+def test_a_failing_stage_stops_the_others_and_its_error_is_raised() -> None:
+    out = S.Stream(torch.zeros(0))
+
+    def first(tick):
+        out.extend(torch.ones(2))
+        raise ValueError("boom")
+
+    def second(tick):
+        out.wait(5)
+
+    for threads in (False, True):
+        with pytest.raises(ValueError, match="boom"):
+            S.run_stages([("a", first, out), ("b", second, None)], threads, lambda s: lambda k: None)
+        out = S.Stream(torch.zeros(0))
+
+
+@pytest.mark.parametrize("stage", ["semantic", "coarse", "fine", "delay"])
+def test_decoder_steps_equal_the_models_forward_pass(stage: str) -> None:
+    torch.manual_seed(1)
+    lm = TokenLM(dataclasses.replace(LM_PRESETS["tiny"](), stage=stage))
+    v = lm.cfg.layout
+    shape = (3, 20, v.levels) if stage == "delay" else (3, 20)
+    lo = v.acoustic_offset if stage in ("fine", "delay") else v.semantic_offset
+    tokens = torch.randint(lo, lm.cfg.vocab, shape)
+    full = lm(tokens)  # [B, T, V] or [B, T, S, C]
+    dec = Decoder(lm)
+    cache = lm.new_cache()
+    h = [dec.prefill(tokens[:, :12], cache)]
+    h += [dec.step(tokens[:, t], cache) for t in range(12, 20)]
+    assert cache.length == 20
+    for j, t in enumerate(range(11, 20)):  # the hidden state after position t predicts t + 1
+        assert torch.allclose(dec.logits(h[j]), full[:, t], atol=1e-5)
+        if stage != "delay":  # only the allowed range's logits
+            rng = v.level_range(1) if stage != "semantic" else v.semantic_range()
+            assert torch.allclose(dec.logits(h[j], rng), full[:, t, rng[0]:rng[1]], atol=1e-5)
+
+
+def test_delay_layout_forces_the_prompts_levels(models: Path, monkeypatch) -> None:
+    chain = G.load_chain(models, "delay")
+    K = 8
+    seen = []
+    real = Decoder.generate
+
+    def spy(self, prompt, n, **kw):
+        out = real(self, prompt, n, **kw)
+        seen.append((prompt.shape[1], out))
+        return out
+
+    monkeypatch.setattr(Decoder, "generate", spy)
+    sem = torch.randint(0, 16, (10,))
+    known = torch.randint(0, 64, (K, 12))  # 4 tokens of prompt frames
+    dec = chain.decoders["delay"]
+    codes = S.delay_stage(dec, chain.windows["delay"], sem, 10, known, 3, S.Sampling(1.5, None),
+                          torch.Generator().manual_seed(0))
+    assert codes.shape == (K, 30) and torch.equal(codes[:, :12], known)
+    prefix, out = seen[0]
+    assert prefix == 10 + 1 + 12  # the first window holds every semantic token
+    ids = L.delay_sequence(dec.lm.cfg.layout, sem, known)[0]
+    # the K-1 steps after the prompt hold the prompt frames' upper levels: forced
+    tail = ids[prefix:]
+    got = out[0, prefix:prefix + tail.shape[0]]
+    assert torch.equal(got[tail != L.PAD], tail[tail != L.PAD])
+
+
+def test_layout_choice_and_generate(models: Path, tmp_path: Path, prompt: Path) -> None:
+    delay_only = tmp_path / "delay-only"
+    delay_only.mkdir()
+    for name in ("codec", "semantic", "lm-semantic", "lm-delay"):
+        (delay_only / f"{name}.safetensors").symlink_to(models / f"{name}.safetensors")
+    assert G.choose_layout(models, None) == "flat"
+    assert G.choose_layout(delay_only, None) == "delay"
+    assert G.choose_layout(models, "delay") == "delay"
+    o = tmp_path / "d.wav"
+    cli("-v", "continue", str(prompt), "-s", "1.5", "-o", str(o), "--models", str(delay_only))
+    assert sf.info(str(o)).frames == load_audio(prompt).size + round(1.5 * SR)
+
+    out = tmp_path / "gen"
+    text = cli("generate", "--seconds", "0.7", "-n", "2", "-o", str(out), "--models", str(models),
+               "--seed", "5", "--temperature", "1.0", "--top-p", "0.9")
+    files = sorted(out.glob("*.wav"))
+    assert [f.name for f in files] == ["sample-000.wav", "sample-001.wav"] and "seed 6" in text
+    a, b = (sf.read(str(f), dtype="float32")[0] for f in files)
+    assert a.size == b.size == round(0.7 * SR) and not np.array_equal(a, b)
+
+
+def test_clear_errors(models: Path, prompt: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "train-codec" in fail("continue", str(prompt), "-s", "1", "--models", str(empty))
+    (empty / "codec.safetensors").symlink_to(models / "codec.safetensors")
+    assert "train-semantic" in fail("continue", str(prompt), "-s", "1", "--models", str(empty))
+    (empty / "semantic.safetensors").symlink_to(models / "semantic.safetensors")
+    text = fail("continue", str(prompt), "-s", "1", "--models", str(empty))
+    assert "lm-semantic.safetensors" in text and "aimusic train-lm" in text
+    assert "train-lm --layout delay" in fail("generate", "-s", "1", "--layout", "delay",
+                                             "--models", str(empty))
+
+    foreign = make_models(tmp_path / "foreign", ("semantic",), depends={"codec": "0" * 16,
+                                                                        "semantic": "1" * 16})
+    for s in ("coarse", "fine"):
+        (foreign / f"lm-{s}.safetensors").symlink_to(models / f"lm-{s}.safetensors")
+    text = fail("continue", str(prompt), "-s", "1", "--models", str(foreign))
+    assert "lm-semantic.safetensors: was trained on tokens of codec 0000000000000000" in text
+
+    silent = tmp_path / "silent.wav"
+    save_audio(silent, np.zeros(SR, np.float32), SR)
+    assert "silent" in fail("continue", str(silent), "-s", "1", "--models", str(models))
+    short = tmp_path / "short.wav"
+    save_audio(short, melody(0.3), SR)
+    assert "too short" in fail("continue", str(short), "-s", "1", "--models", str(models))
+    assert "one output" in fail("continue", str(short), str(silent), "-s", "1", "-o", "x.wav")
+
+
+def test_the_window_an_lm_was_trained_on_is_kept(models: Path, tmp_path: Path) -> None:
+    d = tmp_path / "m"
+    d.mkdir()
+    for name in ("codec", "semantic", "lm-semantic", "lm-fine"):
+        (d / f"{name}.safetensors").symlink_to(models / f"{name}.safetensors")
+    dep = {"codec": file_hash(models / "codec.safetensors"),
+           "semantic": file_hash(models / "semantic.safetensors")}
+    cfg = dataclasses.replace(LM_PRESETS["tiny"](), stage="coarse", max_len=64)
+    save_lm(TokenLM(cfg), d / "lm-coarse.safetensors", depends=dep, extra={"window": 4})
+    chain = G.load_chain(d)
+    assert chain.windows == {"semantic": 63, "coarse": 4, "fine": 7}
+    sem, codes = G.encode_prompt(chain, melody(1.0), 10)
+    _, new, _ = G.sample_tokens(chain, sem, codes, 9, G.sampling_for(chain.stages), 0)
+    assert new.shape == (8, 27)
