@@ -29,7 +29,15 @@ import torch
 import torch.nn.functional as F
 
 from aimusic.lm.layouts import Range
-from aimusic.lm.model import Block, KVCache, TokenLM, _pick_streams, apply_rope, sample
+from aimusic.lm.model import (
+    Block,
+    KVCache,
+    TokenLM,
+    _pick_streams,
+    apply_rope,
+    check_window,
+    sample,
+)
 
 
 def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
@@ -122,11 +130,7 @@ class Decoder:
         """``lm.model.generate(..., use_cache=True)``, faster: the same draws in the same order.
         ``emit`` (if given) receives each new position's ids [B, 1(, S)] as soon as drawn."""
         lm = self.lm
-        if prompt.shape[1] < 1:
-            raise ValueError("generate needs a prompt of at least one position (BOS)")
-        if prompt.shape[1] + n > lm.cfg.max_len:
-            raise ValueError(f"{prompt.shape[1]} + {n} positions exceed the context of "
-                             f"{lm.cfg.max_len}; generate in windows")
+        check_window(prompt.shape[1], n, lm.cfg.max_len)
         was_training = lm.training
         lm.eval()
         try:

@@ -338,6 +338,15 @@ Allowed = Callable[[int], Union[Range, Sequence[Range]]]
 
 
 @torch.no_grad()
+def check_window(prompt_len: int, n: int, max_len: int) -> None:
+    """A generation call must start from at least one position and fit the context."""
+    if prompt_len < 1:
+        raise ValueError("generate needs a prompt of at least one position (BOS)")
+    if prompt_len + n > max_len:
+        raise ValueError(f"{prompt_len} + {n} positions exceed the context of "
+                         f"{max_len}; generate in windows")
+
+
 def generate(model: TokenLM, prompt: torch.Tensor, n: int, *, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None,
              generator: torch.Generator | None = None, allowed: Allowed | None = None,
@@ -349,11 +358,7 @@ def generate(model: TokenLM, prompt: torch.Tensor, n: int, *, temperature: float
     sampling. Without the cache, each step recomputes the whole sequence: slower, the
     same tokens. Returns the prompt and the new tokens, [B, T0 + n(, S)].
     """
-    if prompt.shape[1] < 1:
-        raise ValueError("generate needs a prompt of at least one position (BOS)")
-    if prompt.shape[1] + n > model.cfg.max_len:
-        raise ValueError(f"{prompt.shape[1]} + {n} positions exceed the context of "
-                         f"{model.cfg.max_len}; generate in windows")
+    check_window(prompt.shape[1], n, model.cfg.max_len)
     was_training = model.training
     model.eval()
     try:
