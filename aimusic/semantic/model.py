@@ -128,7 +128,12 @@ class SemanticModel(nn.Module):
         return torch.cat(outs, dim=1)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        f = (self.raw_features(x) - self.feat_mean) / self.feat_std
+        return self.standardize(self.raw_features(x))
+
+    def standardize(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw features [..., D] -> what the centroids live in: standardized, chroma
+        weighted. Training fits the centroids through this same function."""
+        f = (raw - self.feat_mean) / self.feat_std
         if self.encoder is None:
             f = torch.cat([f[..., :-12], f[..., -12:] * self.cfg.chroma_weight], dim=-1)
         return f

@@ -105,9 +105,7 @@ def fit_clusters(model: SemanticModel, feats: torch.Tensor, cfg: SemanticTrainCo
     """Set the model's standardization and centroids from raw features [N, D]."""
     model.feat_mean.copy_(feats.mean(0))
     model.feat_std.copy_(feats.std(0).clamp_min(1e-5))
-    f = (feats - model.feat_mean.cpu()) / model.feat_std.cpu()
-    if model.encoder is None:
-        f[:, -12:] *= model.cfg.chroma_weight
+    f = model.standardize(feats.to(model.feat_mean.device)).cpu()
     k = model.cfg.clusters
     if f.shape[0] < k:
         raise AimusicError(f"{f.shape[0]} feature frames cannot make {k} clusters: "
