@@ -32,7 +32,7 @@ from aimusic.semantic.model import SemanticModel, save_semantic
 runner = CliRunner()
 
 
-def make_models(d: Path, stages=("semantic", "coarse", "fine", "delay"), max_len: int = 64,
+def make_models(d: Path, stages=("semantic", "coarse", "fine", "delay", "acoustic"), max_len: int = 64,
                 depends: dict[str, str] | None = None) -> Path:
     """Random tiny codec, iteration-1 semantic model and LMs that belong together."""
     torch.manual_seed(0)
@@ -91,6 +91,8 @@ def test_sampling_settings() -> None:
     assert s["semantic"] == S.Sampling(1.0, None, 0.9) and s["delay"] == S.Sampling(1.0, None, None)
     with pytest.raises(G.AimusicError, match="one per stage"):
         G.sampling_for(("semantic", "coarse", "fine"), [1.0, 0.5])
+    s = G.sampling_for(G.LAYOUT_STAGES["acoustic"])  # the acoustic stage samples as coarse
+    assert [v.temperature for v in s.values()] == [0.8, 0.6]
 
 
 def test_equal_power_crossfade() -> None:
@@ -136,20 +138,22 @@ def test_long_requests_through_sliding_windows_have_exact_lengths(models: Path, 
     assert sf.info(str(default_out)).frames == load_audio(prompt).size + round(0.05 * SR)
 
 
-@pytest.mark.parametrize("layout", ["flat", "delay"])
+@pytest.mark.parametrize("layout", ["flat", "delay", "acoustic"])
 def test_cached_uncached_threaded_and_in_turn_sample_the_same_tokens(models: Path, layout: str) -> None:
     chain = G.load_chain(models, layout)
     audio = melody(1.0, seed=2)
     sem, codes = G.encode_prompt(chain, audio, chain.max_prompt_tokens())
-    assert sem.shape == (25,) and codes.shape == (8, 75)
+    P = 3 if layout == "acoustic" else 25  # the acoustic LM keeps half its window of 7
+    assert sem.shape == (P,) and codes.shape == (8, 3 * P)
     runs = [G.sample_tokens(chain, sem, codes, 20, G.sampling_for(chain.stages), 11, cache, threads=t)
             for cache, t in [(True, False), (False, False), (True, True)]]
     for other in runs[1:]:
         assert torch.equal(runs[0][0], other[0]) and torch.equal(runs[0][1], other[1])
     new_sem, new_codes, stats = runs[0]
-    assert new_sem.shape == (20,) and new_codes.shape == (8, 60)
+    assert new_sem.shape == ((0,) if layout == "acoustic" else (20,)) and new_codes.shape == (8, 60)
     assert set(stats) == set(chain.stages)
     assert all(v["seconds"] > 0 and v["tokens"] > 0 for v in stats.values())
+    assert {s: int(v["tokens"]) for s, v in stats.items()} == G.stage_tokens(chain, P, 20)
 
 
 def test_a_failing_stage_stops_the_others_and_its_error_is_raised() -> None:
@@ -168,7 +172,7 @@ def test_a_failing_stage_stops_the_others_and_its_error_is_raised() -> None:
         out = S.Stream(torch.zeros(0))
 
 
-@pytest.mark.parametrize("stage", ["semantic", "coarse", "fine", "delay"])
+@pytest.mark.parametrize("stage", ["semantic", "coarse", "fine", "delay", "acoustic"])
 def test_decoder_steps_equal_the_models_forward_pass(stage: str) -> None:
     torch.manual_seed(1)
     lm = TokenLM(dataclasses.replace(LM_PRESETS["tiny"](), stage=stage))
@@ -248,6 +252,10 @@ def test_clear_errors(models: Path, prompt: Path, tmp_path: Path) -> None:
     assert "lm-semantic.safetensors" in text and "aimusic train-lm" in text
     assert "train-lm --layout delay" in fail("generate", "-s", "1", "--layout", "delay",
                                              "--models", str(empty))
+    text = fail("generate", "-s", "1", "--layout", "acoustic", "--models", str(empty))
+    assert "lm-acoustic.safetensors" in text and "train-lm --stage acoustic" in text
+    assert "choose flat, delay, acoustic" in fail("generate", "-s", "1", "--layout", "medium",
+                                                  "--models", str(empty))
 
     foreign = make_models(tmp_path / "foreign", ("semantic",), depends={"codec": "0" * 16,
                                                                         "semantic": "1" * 16})
@@ -279,3 +287,60 @@ def test_the_window_an_lm_was_trained_on_is_kept(models: Path, tmp_path: Path) -
     sem, codes = G.encode_prompt(chain, melody(1.0), 10)
     _, new, _ = G.sample_tokens(chain, sem, codes, 9, G.sampling_for(chain.stages), 0)
     assert new.shape == (8, 27)
+
+
+def test_acoustic_layout_continues_without_the_semantic_stage(models: Path, prompt: Path,
+                                                              tmp_path: Path, monkeypatch) -> None:
+    """AudioLM's acoustic-only ablation: lm-acoustic and lm-fine, no semantic LM."""
+    outs = []
+    for name in ("a0", "a1"):
+        o = tmp_path / f"{name}.wav"
+        cli("--seed", "3", "continue", str(prompt), "--layout", "acoustic", "-s", "1.3", "-o", str(o),
+            "--models", str(models))
+        outs.append(sf.read(str(o), dtype="float32")[0])
+    assert np.array_equal(outs[0], outs[1])  # same seed, same audio
+    original = load_audio(prompt)
+    assert outs[0].size == original.size + round(1.3 * SR)
+    assert np.abs(outs[0][original.size:]).max() > 0
+    flat = tmp_path / "flat.wav"
+    cli("--seed", "3", "continue", str(prompt), "-s", "1.3", "-o", str(flat), "--models", str(models))
+    assert not np.array_equal(sf.read(str(flat), dtype="float32")[0], outs[0])
+    gen = tmp_path / "gen"
+    cli("generate", "-s", "0.7", "--layout", "acoustic", "-o", str(gen), "--models", str(models),
+        "--seed", "5")
+    assert sf.info(str(gen / "sample-000.wav")).frames == round(0.7 * SR)
+
+    # only when asked for; its LMs are the acoustic and fine ones
+    assert G.choose_layout(models, None) == "flat"
+    chain = G.load_chain(models, "acoustic")
+    assert chain.stages == ("acoustic", "fine") and set(chain.lms) == {"acoustic", "fine"}
+    assert chain.windows == {"acoustic": 7, "fine": 7} and chain.max_prompt_tokens() == 3
+    seen = []
+    real = Decoder.generate
+
+    def spy(self, prompt, n, **kw):
+        seen.append((self.lm.cfg.stage, prompt.clone()))
+        return real(self, prompt, n, **kw)
+
+    monkeypatch.setattr(Decoder, "generate", spy)
+    sem, codes = G.encode_prompt(chain, melody(1.0, seed=2), chain.max_prompt_tokens())
+    new_sem, new_codes, stats = G.sample_tokens(chain, sem, codes, 10, G.sampling_for(chain.stages),
+                                                0, threads=False)
+    assert new_sem.shape == (0,) and new_codes.shape == (8, 30) and set(stats) == {"acoustic", "fine"}
+    # the acoustic LM's first window: SEP and the prompt's coarse frames, no semantic token
+    stage, first = seen[0]
+    assert stage == "acoustic" and torch.equal(first[0], L.acoustic_sequence(
+        chain.lms["acoustic"].cfg.layout, codes, 3)[0])
+    assert {s for s, _ in seen} == {"acoustic", "fine"}
+
+    # the acoustic and fine LMs must split the levels alike
+    d = tmp_path / "split"
+    d.mkdir()
+    for name in ("codec", "semantic", "lm-fine"):
+        (d / f"{name}.safetensors").symlink_to(models / f"{name}.safetensors")
+    dep = {"codec": file_hash(models / "codec.safetensors"),
+           "semantic": file_hash(models / "semantic.safetensors")}
+    cfg = dataclasses.replace(LM_PRESETS["tiny"](), stage="acoustic", max_len=64, coarse_levels=2)
+    save_lm(TokenLM(cfg), d / "lm-acoustic.safetensors", depends=dep)
+    with pytest.raises(G.AimusicError, match="acoustic and fine LMs split the levels differently"):
+        G.load_chain(d, "acoustic")

@@ -27,7 +27,7 @@ def test_id_ranges_are_disjoint_and_cover_the_vocabulary() -> None:
     ids = np.concatenate([np.arange(lo, hi) for lo, hi in ranges])
     assert sorted(ids) == list(range(v.size))  # every id once: no overlap, no hole
     assert v.stage_size("semantic", 2) == 3 + 7
-    assert v.stage_size("coarse", 2) == 3 + 7 + 2 * 5
+    assert v.stage_size("coarse", 2) == v.stage_size("acoustic", 2) == 3 + 7 + 2 * 5
     assert v.stage_size("fine", 2) == v.stage_size("delay", 2) == v.size
     with pytest.raises(ValueError, match="out of range"):
         v.semantic_ids([7])
@@ -56,6 +56,12 @@ def test_round_trips_at_random_sizes(seed: int) -> None:
     assert ids.shape == (2, L.sequence_length("delay", v, n, kc), v.levels)
     assert torch.equal(L.delay_from_sequence(v, ids, n), torch.as_tensor(codes).long())
 
+    ids, mask = L.acoustic_sequence(v, codes, kc)
+    assert ids.shape == (2, L.sequence_length("acoustic", v, n, kc)) == (2, 1 + frames * kc)
+    assert torch.equal(L.acoustic_from_sequence(v, ids, kc), torch.as_tensor(codes[:, :kc]).long())
+    # the coarse layout without its semantic prefix
+    assert torch.equal(ids, L.coarse_sequence(v, sem, codes, kc)[0][:, n:])
+
     one = L.coarse_sequence(v, sem[1], codes[1], kc)[0]  # no batch dimension: same ids
     assert torch.equal(one, L.coarse_sequence(v, sem, codes, kc)[0][1])
 
@@ -68,6 +74,7 @@ def test_every_id_lies_in_its_allowed_range_and_masks_mark_the_targets(seed: int
         (L.semantic_sequence(v, sem), L.allowed_semantic(v), 1),
         (L.coarse_sequence(v, sem, codes, kc), L.allowed_coarse(v, n, kc), n + 1),
         (L.fine_sequence(v, codes, kc), L.allowed_fine(v, frames, kc), frames * kc + 1),
+        (L.acoustic_sequence(v, codes, kc), L.allowed_acoustic(v, kc), 1),
     ]
     for (ids, mask), allowed, first_target in cases:
         for i in range(ids.shape[-1]):
@@ -93,12 +100,20 @@ def test_delay_matches_the_docstring_example() -> None:
     assert torch.equal(L.undelay(steps), codes)
 
 
-def test_coarse_and_delay_sequences_match_their_docstrings() -> None:
+def test_coarse_acoustic_and_delay_sequences_match_their_docstrings() -> None:
     v = Vocab(clusters=16, levels=2, codebook_size=10)
     a, b = v.level_offset(0), v.level_offset(1)
     ids, mask = L.coarse_sequence(v, [4, 7], [[0, 1, 2], [5, 6, 7]], 2)
     assert ids.tolist() == [7, 10, SEP, a, b + 5, a + 1, b + 6, a + 2, b + 7]
     assert mask.tolist() == [False] * 3 + [True] * 6
+    ids, mask = L.acoustic_sequence(v, [[0, 1, 2], [5, 6, 7]], 2)
+    assert ids.tolist() == [SEP, a, b + 5, a + 1, b + 6, a + 2, b + 7]
+    assert mask.tolist() == [False] + [True] * 6
+    assert L.allowed_acoustic(v, 2)(0) == (SEP, SEP + 1)
+    assert L.allowed_acoustic(v, 2)(1) == v.level_range(0)
+    assert L.allowed_acoustic(v, 2)(4) == v.level_range(1)
+    with pytest.raises(ValueError, match="SEP"):
+        L.acoustic_from_sequence(v, ids[1:], 2)
     ids, mask = L.delay_sequence(v, [4, 7], [[0, 1], [5, 6]])
     assert ids[:, 0].tolist() == [7, 10, SEP, a, a + 1, PAD]
     assert ids[:, 1].tolist() == [PAD, PAD, PAD, PAD, b + 5, b + 6]
@@ -112,6 +127,8 @@ def test_windows_fit_the_context() -> None:
         n = L.fit_window(stage, v, 1024, 3)
         assert L.sequence_length(stage, v, n, 3) <= 1024 < L.sequence_length(stage, v, n + 1, 3)
     assert L.fit_window("coarse", v, 1024, 3) == 102  # 1 + 10 n tokens: 4 s at 25 tokens/s
+    assert L.fit_window("acoustic", v, 1024, 3) == 113  # 1 + 9 n tokens
+    assert L.sequence_length("acoustic", v, 5, 3) == 1 + 3 * 5 * 3
     with pytest.raises(ValueError, match="no fine window"):
         L.fit_window("fine", v, 8, 3)
     with pytest.raises(ValueError, match="unknown LM stage"):

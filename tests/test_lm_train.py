@@ -22,7 +22,7 @@ from aimusic.errors import AimusicError, ArtifactError
 from aimusic.fileio import write_json
 from aimusic.lm import layouts as L
 from aimusic.lm.baselines import StreamCounts, fit
-from aimusic.lm.model import PRESETS
+from aimusic.lm.model import PRESETS, LMConfig
 from aimusic.lm.train import (
     TRAIN_PRESETS,
     StageData,
@@ -97,12 +97,16 @@ def _cli(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def trained(tokens: Path, small_cfg: Path, tmp_path_factory) -> tuple[Path, str]:
-    """`aimusic train-lm` with no --stage: semantic, coarse and fine; then the delay stage."""
+    """`aimusic train-lm` with no --stage: semantic, coarse and fine; then the delay stage
+    and the acoustic one (AudioLM's acoustic-only ablation, which `all` leaves out)."""
     models = tmp_path_factory.mktemp("models")
     out = _cli("train-lm", str(tokens), "-o", str(models), "--preset", "tiny", "--config",
                str(small_cfg), "--steps", "100")
+    assert not (models / "lm-acoustic.safetensors").exists()
     out += _cli("train-lm", str(tokens), "--stage", "delay", "--layout", "delay", "-o",
                 str(models), "--preset", "tiny", "--config", str(small_cfg), "--steps", "100")
+    out += _cli("train-lm", str(tokens), "--stage", "acoustic", "-o", str(models), "--preset",
+                "tiny", "--config", str(small_cfg), "--steps", "100")
     return models, out
 
 
@@ -111,7 +115,7 @@ def _log(models: Path, stage: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines()]
 
 
-@pytest.mark.parametrize("stage", ["semantic", "coarse", "fine", "delay"])
+@pytest.mark.parametrize("stage", ["semantic", "coarse", "fine", "delay", "acoustic"])
 def test_each_stage_trains_through_the_cli(trained, tokens: Path, stage: str) -> None:
     models, output = trained
     path = models / f"lm-{stage}.safetensors"
@@ -142,6 +146,16 @@ def test_eval_lm_measures_the_same_tokens(trained, tokens: Path) -> None:
         for k in ("unigram_ce", "bigram_ce", "val_tokens"):
             assert m[k] == extra[k], (stage, k)
         assert m["val_ce"] == pytest.approx(extra["val_ce"], abs=1e-4)
+    # the acoustic LM only when named; its baselines are the coarse stage's (same targets)
+    r = runner.invoke(app, ["-q", "--device", "cpu", "eval", "lm", str(tokens), "--stage",
+                            "acoustic", "--models", str(models), "--json"])
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.output)["acoustic"]
+    extra = read_metadata(models / "lm-acoustic.safetensors")["extra"]
+    assert extra["window"] == 7  # (64 - 1) // 9 semantic tokens' worth of frames
+    for k in ("unigram_ce", "bigram_ce", "val_tokens"):
+        assert m[k] == extra[k], k
+    assert m["val_ce"] == pytest.approx(extra["val_ce"], abs=1e-4) and m["val_ce"] < m["unigram_ce"]
 
 
 def _configs(stage: str, **train):
@@ -263,18 +277,25 @@ def test_splits_stages_schedule_and_windows(tokens: Path) -> None:
     assert stages_for("all", "delay") == ["semantic", "delay"]
     with pytest.raises(AimusicError, match="no coarse stage"):
         stages_for("coarse", "delay")
+    assert stages_for("acoustic", "flat") == ["acoustic"]  # an ablation: never part of all
+    with pytest.raises(AimusicError, match="no acoustic stage"):
+        stages_for("acoustic", "delay")
+    with pytest.raises(AimusicError, match="coarse_levels 8 must be 1..7"):
+        LMConfig(stage="acoustic", coarse_levels=8).check()
     _, cfg = _configs("semantic", steps=100, warmup=10, lr=1.0, min_lr=0.1)
     assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
     assert lr_at(100, cfg) == pytest.approx(0.1) and lr_at(55, cfg) == pytest.approx(0.55)
     # windows fit the context, short items give padded windows, targets are what baselines see
     model_cfg, _ = _configs("fine")
-    for stage in ("semantic", "coarse", "fine", "delay"):
+    for stage in ("semantic", "coarse", "fine", "delay", "acoustic"):
         sd = StageData.make(stage_config(model_cfg, stage, ds), ds.frames_per_token)
         units = np.array([sd.units(int(n)) for n in ds.semantic_lengths])
         s = WindowSampler(units, train, sd.n, seed=0)
         wins = [s.draw() for _ in range(20)] + tile_windows(units, val, sd.n)
         ids, mask = sd.batch(ds, wins)
         assert ids.shape[1] == sd.seq_len(sd.n) <= 64
+        if stage == "acoustic":  # the coarse layout's targets, with no semantic prefix
+            assert sd.target_streams() == [0, 1, 2] and bool((ids[:, 0] == L.SEP).all())
         for b, w in enumerate(wins):
             stretches = list(sd.stream_stretches(ds, w))
             assert int(mask[b, 1:].sum()) == sum(t.size for _, t, _ in stretches)

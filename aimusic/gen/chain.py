@@ -12,6 +12,11 @@ fine LM:      coarse codes of each window of new frames -> all K levels
 codec:        the prompt's last frames + the new frames -> audio, joined to the prompt
 ```
 
+The ``acoustic`` layout is AudioLM's acoustic-only ablation: no semantic stage; the
+acoustic LM (a coarse LM trained without semantic tokens) extends the prompt's coarse
+codes, and the flat layout's fine LM makes the other levels. It is used only when asked
+for (``--layout acoustic``).
+
 The stages and their windows are in ``stages``; with two or more cores they run side by
 side in threads (``stages.run_stages``), the same tokens as in turn.
 
@@ -49,14 +54,16 @@ from aimusic.lm import layouts as L
 XFADE_SECONDS = 0.02
 MIN_PROMPT_SECONDS = 0.5
 SILENCE_DB = -60.0
-LAYOUT_STAGES = {"flat": ("semantic", "coarse", "fine"), "delay": ("semantic", "delay")}
+LAYOUT_STAGES = {"flat": ("semantic", "coarse", "fine"), "delay": ("semantic", "delay"),
+                 "acoustic": ("acoustic", "fine")}  # acoustic: AudioLM's acoustic-only ablation
 
 
 # -- sampling settings -----------------------------------------------------------------
 
 
-# AudioLM's temperatures; the delay stage makes coarse and fine levels at once
-DEFAULT_TEMPERATURE = {"semantic": 0.6, "coarse": 0.8, "fine": 0.6, "delay": 0.8}
+# AudioLM's temperatures; the delay stage makes coarse and fine levels at once; the
+# acoustic stage is a coarse one
+DEFAULT_TEMPERATURE = {"semantic": 0.6, "coarse": 0.8, "fine": 0.6, "delay": 0.8, "acoustic": 0.8}
 
 
 def sampling_for(stages: tuple[str, ...], temperature: list[float] | None = None,
@@ -123,18 +130,25 @@ class Chain:
     def token_samples(self) -> int:
         return int(self.semantic.cfg.hop)
 
+    @property
+    def coarse_lm(self) -> str | None:
+        """The stage that makes the coarse levels for the fine LM: coarse, acoustic or none."""
+        return {"flat": "coarse", "acoustic": "acoustic"}.get(self.layout)
+
     def max_prompt_tokens(self) -> int:
-        """Semantic tokens of prompt the semantic LM keeps in its context."""
-        return history(self.windows["semantic"])
+        """Semantic tokens of prompt the first LM (semantic; acoustic in the acoustic layout)
+        keeps in its context."""
+        return history(self.windows[self.stages[0]])
 
 
 def choose_layout(models_dir: str | Path, layout: str | None) -> str:
-    """``flat`` unless asked for ``delay``, or only the delay LM is there."""
+    """``flat`` unless asked for another, or only the delay LM is there (``acoustic`` is only
+    used when asked for)."""
     from aimusic.lm.train import lm_path
 
     if layout is not None:
         if layout not in LAYOUT_STAGES:
-            raise AimusicError(f"unknown layout {layout!r}; choose flat or delay")
+            raise AimusicError(f"unknown layout {layout!r}; choose {', '.join(LAYOUT_STAGES)}")
         return layout
     flat_there = all(lm_path(models_dir, s).exists() for s in ("coarse", "fine"))
     return "delay" if lm_path(models_dir, "delay").exists() and not flat_there else "flat"
@@ -192,10 +206,12 @@ def load_chain(models_dir: str | Path, layout: str | None = None, device: torch.
                                       f"{cfg.codebook_size}; the models give {want[0]}, {want[1]} "
                                       f"of {want[2]}")
         lms[stage], windows[stage] = lm, lm_window(path, cfg, fpt)
-    if layout == "flat" and lms["coarse"].cfg.coarse_levels != lms["fine"].cfg.coarse_levels:
-        raise AimusicError("the coarse and fine LMs split the levels differently "
-                           f"({lms['coarse'].cfg.coarse_levels} vs {lms['fine'].cfg.coarse_levels})")
-    return Chain(codec, semantic, lms, windows, layout, device)
+    chain = Chain(codec, semantic, lms, windows, layout, device)
+    c = chain.coarse_lm
+    if c is not None and lms[c].cfg.coarse_levels != lms["fine"].cfg.coarse_levels:
+        raise AimusicError(f"the {c} and fine LMs split the levels differently "
+                           f"({lms[c].cfg.coarse_levels} vs {lms['fine'].cfg.coarse_levels})")
+    return chain
 
 
 # -- the chain -------------------------------------------------------------------------
@@ -229,14 +245,18 @@ class StageProgress:
 
 def stage_tokens(chain: Chain, prompt_tokens: int, n: int) -> dict[str, int]:
     """Tokens each stage samples for n semantic tokens after a prompt of ``prompt_tokens``
-    (fine: with the dropped overlap; delay: every stream of every step)."""
+    (fine: with the dropped overlap; delay: every stream of every step; acoustic: the coarse
+    levels, with no semantic stage)."""
     fpt, K, P, win = chain.frames_per_token, chain.codec.cfg.levels, prompt_tokens, chain.windows
     if chain.layout == "delay":
         chunks = plan_chunks(P, P + n, win["delay"], history(win["delay"]))
         return {"semantic": n, "delay": sum((fpt * (e - k) + K - 1) * K for _, k, e in chunks)}
-    kc = chain.lms["coarse"].cfg.coarse_levels
+    c = chain.coarse_lm
+    assert c is not None
+    kc = chain.lms[c].cfg.coarse_levels
     length, starts = fine_windows(fpt * P, fpt * (P + n), win["fine"])
-    return {"semantic": n, "coarse": fpt * n * kc, "fine": len(starts) * length * (K - kc)}
+    semantic = {"semantic": n} if "semantic" in chain.stages else {}
+    return {**semantic, c: fpt * n * kc, "fine": len(starts) * length * (K - kc)}
 
 
 def stage_seed(seed: int, stage: str) -> int:
@@ -252,7 +272,8 @@ def sample_tokens(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: 
     """Prompt semantic [P] and codes [K, fpt * P] (P may be 0) -> n new semantic tokens,
     their codes [K, fpt * n], and per stage: seconds (start to end), waited (for the stage
     before) and tokens. ``threads`` (default: when torch may use two or more threads) runs
-    the stages side by side, one torch thread each."""
+    the stages side by side, one torch thread each. The acoustic layout has no semantic
+    stage: it reads only the prompt's codes and returns no semantic tokens ([0])."""
     fpt, P, K = chain.frames_per_token, semantic.shape[0], chain.codec.cfg.levels
     if codes.shape[1] != fpt * P:
         raise ValueError(f"{codes.shape[1]} prompt frames for {P} semantic tokens")
@@ -262,10 +283,11 @@ def sample_tokens(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: 
     gens = {s: torch.Generator(device=chain.device).manual_seed(stage_seed(seed, s))
             for s in chain.stages}
     sem_out = S.Stream(semantic.long().cpu())
-    kc = chain.lms["coarse"].cfg.coarse_levels if chain.layout == "flat" else K
+    c = chain.coarse_lm
+    kc = chain.lms[c].cfg.coarse_levels if c is not None else K
     coarse_out = S.Stream(codes[:kc].long().cpu())
     inputs: dict[str, S.Stream | None] = {"semantic": None, "coarse": sem_out, "fine": coarse_out,
-                                          "delay": sem_out}
+                                          "delay": sem_out, "acoustic": None}
     stats: dict[str, dict[str, float]] = {}
 
     def job(stage: str, fn: Callable[[Tick], Any]) -> Callable[[Tick], Any]:
@@ -286,18 +308,24 @@ def sample_tokens(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: 
         return run
 
     sp = sampling
-    jobs: list[tuple[str, Callable[[Tick], Any], S.Stream | None]] = [(
-        "semantic", job("semantic", lambda t: S.semantic_stage(
+    jobs: list[tuple[str, Callable[[Tick], Any], S.Stream | None]] = []
+    if "semantic" in chain.stages:
+        jobs.append(("semantic", job("semantic", lambda t: S.semantic_stage(
             decs["semantic"], win["semantic"], semantic, n, sp["semantic"], gens["semantic"],
-            use_cache, t, sem_out)), sem_out)]
+            use_cache, t, sem_out)), sem_out))
     if chain.layout == "delay":
         jobs.append(("delay", job("delay", lambda t: S.delay_stage(
             decs["delay"], win["delay"], sem_out, T, codes, fpt, sp["delay"], gens["delay"],
             use_cache, t)), None))
     else:
-        jobs.append(("coarse", job("coarse", lambda t: S.coarse_stage(
-            decs["coarse"], win["coarse"], sem_out, T, codes, fpt, sp["coarse"], gens["coarse"],
-            use_cache, t, coarse_out)), coarse_out))
+        if chain.layout == "acoustic":  # no semantic tokens: the prompt's codes alone
+            jobs.append(("acoustic", job("acoustic", lambda t: S.acoustic_stage(
+                decs["acoustic"], win["acoustic"], T, codes, fpt, sp["acoustic"],
+                gens["acoustic"], use_cache, t, coarse_out)), coarse_out))
+        else:
+            jobs.append(("coarse", job("coarse", lambda t: S.coarse_stage(
+                decs["coarse"], win["coarse"], sem_out, T, codes, fpt, sp["coarse"],
+                gens["coarse"], use_cache, t, coarse_out)), coarse_out))
         jobs.append(("fine", job("fine", lambda t: S.fine_stage(
             decs["fine"], win["fine"], coarse_out, fpt * P, fpt * T, sp["fine"], gens["fine"],
             use_cache, t)), None))
@@ -312,7 +340,7 @@ def sample_tokens(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: 
             results = S.run_stages(jobs, threads, lambda s: bars[s])
     finally:
         torch.set_num_threads(before)
-    new_sem = results["semantic"]
+    new_sem = results.get("semantic", torch.zeros(0, dtype=torch.long))
     if chain.layout == "delay":
         return new_sem, results["delay"][:, fpt * P:], stats
     new_codes = results["fine"]

@@ -11,10 +11,11 @@ Windows. An LM was trained on windows of a fixed size (``window``, in semantic t
 frames for fine). ``plan_chunks`` cuts a long request into windows that each re-prompt
 with the most recent ``history(window)`` (half the window) known units and generate the
 rest; the whole window's semantic tokens are known to the coarse and delay stages, its
-known frames are their prompt. The fine stage fills independent windows of new frames
-(AudioLM's non-overlapping fine chunks), ``FINE_GROUP`` windows per batched call; the
-windows have one length, the last one moved back to end at the last frame (its overlap
-with the one before is dropped).
+known frames are their prompt (the acoustic stage, AudioLM's acoustic-only ablation, is
+the coarse stage with no semantic tokens: its known frames are all it sees). The fine
+stage fills independent windows of new frames (AudioLM's non-overlapping fine chunks),
+``FINE_GROUP`` windows per batched call; the windows have one length, the last one moved
+back to end at the last frame (its overlap with the one before is dropped).
 """
 
 from __future__ import annotations
@@ -172,20 +173,21 @@ def semantic_stage(dec: Decoder, window: int, prompt: torch.Tensor, n: int, s: S
     return tokens[P:]
 
 
-def coarse_stage(dec: Decoder, window: int, semantic: torch.Tensor | Stream, total: int,
+def coarse_stage(dec: Decoder, window: int, semantic: torch.Tensor | Stream | None, total: int,
                  coarse: torch.Tensor, fpt: int, s: Sampling,
                  generator: torch.Generator | None = None, use_cache: bool = True,
                  tick: Tick = _no_tick, out: Stream | None = None) -> torch.Tensor:
     """Semantic tokens (``total`` of them) and the known coarse codes [Kc, fpt * P] ->
-    coarse codes [Kc, fpt * total]; each window's new frames are appended to ``out``."""
+    coarse codes [Kc, fpt * total]; each window's new frames are appended to ``out``.
+    ``semantic`` None: no semantic prefix (the acoustic LM's layout, ``acoustic_stage``)."""
     vocab, kc = dec.lm.cfg.layout, dec.lm.cfg.coarse_levels
-    src = _source(semantic)
+    src = None if semantic is None else _source(semantic)
     codes = coarse[:kc].long().cpu()
     if codes.shape[1] % fpt:
         raise ValueError(f"{codes.shape[1]} known frames are not whole semantic tokens")
     for start, known, end in plan_chunks(codes.shape[1] // fpt, total, window, history(window)):
-        n = end - start
-        sem = src.wait(end)[start:end]
+        sem = src.wait(end)[start:end] if src is not None else torch.zeros(0, dtype=torch.long)
+        n = sem.shape[0]  # the semantic prefix: the window's tokens, or none
         ids, _ = L.coarse_sequence(vocab, sem, codes[:, fpt * start:], kc)
         seq = _extend(dec, ids[None], fpt * (end - known) * kc, s, generator,
                       L.allowed_coarse(vocab, n, kc), use_cache, tick)
@@ -194,6 +196,15 @@ def coarse_stage(dec: Decoder, window: int, semantic: torch.Tensor | Stream, tot
         if out is not None:
             out.extend(new)
     return codes
+
+
+def acoustic_stage(dec: Decoder, window: int, total: int, coarse: torch.Tensor, fpt: int,
+                   s: Sampling, generator: torch.Generator | None = None, use_cache: bool = True,
+                   tick: Tick = _no_tick, out: Stream | None = None) -> torch.Tensor:
+    """The known coarse codes [Kc, fpt * P] -> [Kc, fpt * total] with no semantic tokens
+    (AudioLM's acoustic-only ablation): ``coarse_stage``'s windows (``window`` counts
+    semantic tokens' worth of frames) with an empty semantic prefix."""
+    return coarse_stage(dec, window, None, total, coarse, fpt, s, generator, use_cache, tick, out)
 
 
 def fine_stage(dec: Decoder, window: int, coarse: torch.Tensor | Stream, first: int, total: int,

@@ -19,6 +19,11 @@ Stages (AudioLM, Borsos et al. 2022; MusicGen's delay pattern, Copet et al. 2023
 - ``fine``: a window's coarse levels flattened, ``SEP``, then its remaining levels
 - ``delay``: all levels of a frame in one step of ``levels`` parallel streams, level k
   delayed by k steps, after a prefix of semantic steps
+- ``acoustic``: ``SEP`` then the first ``coarse_levels`` levels flattened frame by frame:
+  the coarse layout with no semantic prefix, for AudioLM's acoustic-only ablation (a
+  coarse LM that never sees semantic tokens; generation skips the semantic stage). Its
+  windows count semantic tokens' worth of frames, as the coarse stage's do, and its
+  table is the coarse stage's
 
 Each builder returns ``(ids, mask)``: ``mask`` is True where the token is a prediction
 target (predicted from the position before it), so a loss reads ``mask[..., 1:]``. The
@@ -37,7 +42,7 @@ import torch
 
 PAD, BOS, SEP = 0, 1, 2
 N_SPECIAL = 3
-STAGES = ("semantic", "coarse", "fine", "delay")
+STAGES = ("semantic", "coarse", "fine", "delay", "acoustic")
 
 Range = tuple[int, int]  # allowed ids [lo, hi)
 
@@ -78,14 +83,15 @@ class Vocab:
     def stage_size(self, stage: str, coarse_levels: int) -> int:
         """Size of the id prefix a stage uses: its embedding table.
 
-        The semantic LM needs no acoustic ids and the coarse LM none above its levels, so
-        their tables stop early; fine and delay need every level (fine leaves the semantic
-        rows unused, a few percent of its table).
+        The semantic LM needs no acoustic ids and the coarse LM (and the acoustic one) none
+        above its levels, so their tables stop early; fine and delay need every level. Fine
+        (a few percent of its table) and acoustic leave the semantic rows unused: ids are
+        global.
         """
         check_stage(stage)
         if stage == "semantic":
             return self.acoustic_offset
-        if stage == "coarse":
+        if stage in ("coarse", "acoustic"):
             return self.acoustic_offset + coarse_levels * self.codebook_size
         return self.size
 
@@ -155,13 +161,16 @@ def _fill(like: torch.Tensor, value: int) -> torch.Tensor:
 def sequence_length(stage: str, vocab: Vocab, n: int, coarse_levels: int,
                     frames_per_token: int = 3) -> int:
     """Tokens (steps, for ``delay``) of a window of ``n`` semantic tokens (``n`` frames for
-    ``fine``), with ``frames_per_token * n`` acoustic frames beside semantic ones."""
+    ``fine``), with ``frames_per_token * n`` acoustic frames beside semantic ones (the
+    ``acoustic`` stage has those frames and no semantic tokens)."""
     check_stage(stage)
     frames = frames_per_token * n
     if stage == "semantic":
         return n + 1
     if stage == "coarse":
         return n + 1 + frames * coarse_levels
+    if stage == "acoustic":
+        return 1 + frames * coarse_levels
     if stage == "fine":
         return n * vocab.levels + 1
     return n + 1 + frames + vocab.levels - 1
@@ -257,6 +266,40 @@ def allowed_coarse(vocab: Vocab, n_semantic: int, coarse_levels: int) -> Callabl
         return vocab.level_range((i - n_semantic - 1) % coarse_levels)
 
     return allowed
+
+
+# -- acoustic stage (AudioLM's acoustic-only ablation): coarse with no semantic tokens --
+
+
+def _no_semantic(codes: torch.Tensor) -> torch.Tensor:
+    """Zero semantic tokens [..., 0] with the leading dimensions of codes [..., K, F]."""
+    return codes.new_zeros((*codes.shape[:-2], 0))
+
+
+def acoustic_sequence(vocab: Vocab, codes: Any,
+                      coarse_levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes [..., K, F] -> ids, mask [..., 1 + F*Kc]: ``coarse_sequence`` with no semantic
+    tokens, so ``SEP`` then the first Kc levels flattened frame by frame (the targets).
+
+    ```
+    codes (Kc = 2 of them)  l0: a0 a1
+                            l1: b0 b1
+    ids   SEP a0 b0 a1 b1
+    mask    F  T  T  T  T
+    ```
+    """
+    c = _long(codes)
+    return coarse_sequence(vocab, _no_semantic(c), c, coarse_levels)
+
+
+def acoustic_from_sequence(vocab: Vocab, ids: Any, coarse_levels: int) -> torch.Tensor:
+    """Inverse of ``acoustic_sequence``: ids -> coarse codes [..., Kc, F]."""
+    return coarse_from_sequence(vocab, ids, 0, coarse_levels)
+
+
+def allowed_acoustic(vocab: Vocab, coarse_levels: int) -> Callable[[int], Range]:
+    """Position -> allowed ids: SEP, then levels 0..Kc-1 in turn."""
+    return allowed_coarse(vocab, 0, coarse_levels)
 
 
 # -- fine stage -----------------------------------------------------------------------

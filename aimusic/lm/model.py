@@ -44,12 +44,14 @@ FORMAT_VERSION = 1
 class LMConfig:
     """One stage's LM: its token layout and transformer; saved in the model file."""
 
-    stage: str = "semantic"  # semantic | coarse | fine | delay (MusicGen's one acoustic stage)
+    # semantic | coarse | fine | delay (MusicGen's one acoustic stage) | acoustic (coarse
+    # with no semantic tokens: AudioLM's acoustic-only ablation)
+    stage: str = "semantic"
     # the token layout, from the token directory's manifest
     clusters: int = 512  # semantic vocabulary
     levels: int = 8  # codec levels
     codebook_size: int = 1024
-    coarse_levels: int = 3  # levels the coarse stage predicts; fine predicts the rest
+    coarse_levels: int = 3  # levels the coarse (and acoustic) stage predicts; fine the rest
     # the transformer
     dim: int = 256
     layers: int = 6
@@ -81,7 +83,7 @@ class LMConfig:
             raise ConfigError(f"unknown LM stage {self.stage!r}; choose one of: {', '.join(STAGES)}")
         if self.dim % self.heads or (self.dim // self.heads) % 2:
             raise ConfigError(f"dim {self.dim} must split into {self.heads} heads of an even width")
-        if self.stage in ("coarse", "fine") and not 1 <= self.coarse_levels < self.levels:
+        if self.stage in ("coarse", "fine", "acoustic") and not 1 <= self.coarse_levels < self.levels:
             raise ConfigError(f"coarse_levels {self.coarse_levels} must be 1..{self.levels - 1}")
 
 

@@ -1,13 +1,15 @@
 """Token LM training: random windows of a token directory, next-token cross entropy.
 
 Per stage (``semantic``, ``coarse``, ``fine``; or ``delay``, MusicGen's one acoustic
-stage): each step draws a batch of random windows from the training items (a numpy
-Generator whose state is saved, so ``--resume`` continues exactly), lays them out with
-``layouts`` (windows shorter than the context, at the end of short items, are padded and
-masked), and takes an AdamW step on the mean cross entropy of the target tokens, with
-linear warm-up, cosine decay and gradient clipping. Under torchrun every rank draws the
-same global batch and computes its share; the loss is normalized by the global count of
-targets, so the gradients (and the run) equal a single process's up to rounding.
+stage; or ``acoustic``, a coarse LM on acoustic tokens alone, AudioLM's acoustic-only
+ablation, trained only when named, never by ``--stage all``): each step draws a batch of
+random windows from the training items (a numpy Generator whose state is saved, so
+``--resume`` continues exactly), lays them out with ``layouts`` (windows shorter than the
+context, at the end of short items, are padded and masked), and takes an AdamW step on
+the mean cross entropy of the target tokens, with linear warm-up, cosine decay and
+gradient clipping. Under torchrun every rank draws the same global batch and computes its
+share; the loss is normalized by the global count of targets, so the gradients (and the
+run) equal a single process's up to rounding.
 
 Every ``val_every`` steps the model is measured on a fixed set of validation windows and
 written with its training state and a line of ``<model>.log.jsonl``. At the end, the whole
@@ -91,7 +93,7 @@ def stages_for(stage: str, layout: str) -> list[str]:
         return ["semantic", "delay"] if layout == "delay" else list(FLAT_STAGES)
     if stage not in L.STAGES:
         raise ConfigError(f"unknown stage {stage!r}; choose all, {', '.join(L.STAGES)}")
-    if layout == "delay" and stage in ("coarse", "fine"):
+    if layout == "delay" and stage in ("coarse", "fine", "acoustic"):
         raise ConfigError(f"the delay layout has no {stage} stage: it trains semantic and delay")
     return [stage]
 
@@ -185,7 +187,8 @@ class StageData:
         K, kc = self.cfg.levels, self.cfg.coarse_levels
         if self.stage == "semantic":
             return ["semantic"]
-        lo, hi = {"coarse": (0, kc), "fine": (kc, K), "delay": (0, K)}[self.stage]
+        lo, hi = {"coarse": (0, kc), "acoustic": (0, kc), "fine": (kc, K),
+                  "delay": (0, K)}[self.stage]
         return list(range(lo, hi))
 
     def sequence(self, ds: TokenDataset, win: Window) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,6 +202,8 @@ class StageData:
             return L.semantic_sequence(vocab, sem)
         if self.stage == "coarse":
             return L.coarse_sequence(vocab, sem, ac, kc)
+        if self.stage == "acoustic":
+            return L.acoustic_sequence(vocab, ac, kc)
         return L.delay_sequence(vocab, sem, ac)
 
     def batch(self, ds: TokenDataset, windows: list[Window]) -> tuple[torch.Tensor, torch.Tensor]:
