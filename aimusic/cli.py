@@ -398,7 +398,9 @@ def tokenize_merge_cmd(
 
 StageOpt = Annotated[
     str, typer.Option(help="all (semantic, coarse, fine; with --layout delay: semantic, delay), "
-                           "or one of semantic, coarse, fine, delay.")
+                           "or one of semantic, coarse, fine, delay, acoustic (coarse LM on "
+                           "acoustic tokens alone, AudioLM's acoustic-only baseline; never in "
+                           "all).")
 ]
 LayoutOpt = Annotated[
     str, typer.Option(help="flat: AudioLM's coarse and fine stages; delay: MusicGen's one "
@@ -598,7 +600,7 @@ TemperatureOpt = Annotated[
     Optional[list[float]],
     typer.Option("--temperature", help="Sampling temperature: once for every stage, or once per "
                                        "stage in order (default 0.6 0.8 0.6, AudioLM's; delay: 0.6 "
-                                       "0.8)."),
+                                       "0.8; acoustic: 0.8 0.6)."),
 ]
 TopKOpt = Annotated[
     Optional[list[int]],
@@ -611,8 +613,10 @@ TopPOpt = Annotated[
 ]
 GenLayoutOpt = Annotated[
     Optional[str],
-    typer.Option("--layout", help="flat (semantic, coarse, fine LMs) or delay (semantic and delay "
-                                  "LMs); default flat, or delay when only lm-delay is there."),
+    typer.Option("--layout", help="flat|delay|acoustic: flat (semantic, coarse, fine LMs), delay "
+                                  "(semantic and delay LMs) or acoustic (acoustic and fine LMs, no "
+                                  "semantic stage: AudioLM's acoustic-only baseline); default "
+                                  "flat, or delay when only lm-delay is there."),
 ]
 GenSeedOpt = Annotated[
     Optional[int], typer.Option("--seed", help="Seed of the sampling: same seed, same audio "
@@ -658,7 +662,8 @@ def continue_cmd(
     ] = None,
     prompt_seconds: Annotated[
         Optional[float], typer.Option(help="Use the last this many seconds as the prompt "
-                                           "(default: what the semantic LM's context keeps).")
+                                           "(default: what the semantic LM's context keeps; "
+                                           "acoustic layout: the acoustic LM's).")
     ] = None,
     continuation_only: Annotated[
         bool, typer.Option(help="Write only the new audio, not the prompt file before it.")
@@ -724,6 +729,73 @@ def generate_cmd(
                                progress=not settings.quiet, label=f"{i + 1}/{n} " if n > 1 else "")
             r["out"] = save_audio(out / f"sample-{i:03d}.wav", r["audio"], r["sample_rate"])
             _print_generated(r, "")
+
+
+@eval_app.command("continuation")
+def eval_continuation_cmd(
+    audio: Annotated[list[Path], typer.Argument(help="Held-out audio files or folders.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Report folder: metrics.json, "
+                                                          "report.html, audio and PNGs.")] = Path("report"),
+    prompt_seconds: Annotated[float, typer.Option(help="Seconds of each clip used as the prompt.")] = 5.0,
+    seconds: Annotated[float, typer.Option("--seconds", "-s", help="Seconds continued and measured.")] = 10.0,
+    clips: Annotated[int, typer.Option(help="At most this many clips (0: every file).")] = 8,
+    offset: Annotated[float, typer.Option(help="Seconds into each file (after its leading "
+                                                "silence) where the prompt starts.")] = 0.0,
+    layout: Annotated[
+        Optional[list[str]], typer.Option("--layout", help="Layouts to continue with; repeat "
+                                                           "(default: every layout whose LMs are in "
+                                                           "MODELS: flat, delay, acoustic).")
+    ] = None,
+    generate: Annotated[bool, typer.Option(help="--no-generate: no models, only the truth, floor "
+                                                "and (with --constructed) the constructed cases.")] = True,
+    with_constructed: Annotated[bool, typer.Option("--constructed", help="Also score continuations "
+                                                   "built to be wrong (loop, noise, silence, pitch "
+                                                   "shift, time stretch): checks the measures.")] = False,
+    seed: Annotated[int, typer.Option(help="Sampling seed of clip i is seed + i.")] = 0,
+    models: ModelsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the coherence table as JSON.")] = False,
+) -> None:
+    """How well continuations keep the prompt's harmony, rhythm and sound, against the truth
+    (ceiling) and other clips (floor); writes OUT/report.html."""
+    from aimusic.audio import list_audio_files
+    from aimusic.gen.chain import LAYOUT_STAGES
+    from aimusic.gen.evaluate import evaluate_continuation, summary_rows
+    from aimusic.lm.train import lm_path
+
+    with handle_errors():
+        files = [f for a in audio for f in list_audio_files(a)]
+        if not files:
+            raise AimusicError(f"no audio files in {', '.join(map(str, audio))}")
+        chains: dict[str, Any] = {}
+        sr = 24000
+        if generate:
+            mdir = _models_dir(models)
+            names = layout or [name for name, stages in LAYOUT_STAGES.items()
+                               if all(lm_path(mdir, s).exists() for s in stages)]
+            if not names:
+                raise AimusicError(f"no LMs in {mdir}: train them (`aimusic train-lm`), name --models, "
+                                   "or pass --no-generate to check the measures alone")
+            for name in names:
+                chains[name] = _load_chain(models, name, None, None)
+            sr = next(iter(chains.values())).sample_rate
+        metrics = evaluate_continuation(files, out, chains, sr, prompt_seconds, seconds, offset, clips,
+                                        seed, with_constructed, progress=not settings.quiet)
+    if as_json:
+        typer.echo(json.dumps({"coherence": metrics["coherence"], "report": str(out / "report.html")},
+                              indent=2))
+        return
+    from rich.table import Table
+
+    t = Table(title=f"coherence, {len(metrics['clips'])} clips ({prompt_seconds:g} s prompt, "
+                    f"{seconds:g} s continued)")
+    for h in ["row", "harmony", "rhythm", "timbre", "repetition", "overall"]:
+        t.add_column(h, justify="left" if h == "row" else "right")
+    for r in summary_rows(metrics):  # the last column (what a row is) is in the report
+        t.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in r[:-1]])
+    stdout.print(t)
+    for k in metrics["skipped"]:
+        console.print(f"[yellow]skipped[/] {k['source']}: {k['reason']}", highlight=False)
+    stdout.print(f"report: {out / 'report.html'}", highlight=False)
 
 
 def main() -> None:

@@ -1,0 +1,281 @@
+"""``aimusic eval continuation``: continue the first seconds of held-out clips and measure
+how well each continuation keeps the prompt's harmony, rhythm and sound (``coherence``).
+
+Per clip (leading silence skipped, then ``offset`` seconds): the first ``prompt_seconds``
+are the prompt, the next ``seconds`` the truth. Rows of the report:
+
+- ``truth``: the true continuation, the ceiling (coherence 1 by definition);
+- ``floor``: the same stretch of three other clips, averaged (coherence 0);
+- ``codec``: the truth through the codec (encode, decode): what a perfect LM could reach
+  with this codec's sound;
+- one row per layout continued (``flat``, ``acoustic``, ``delay``): generated;
+- with ``constructed``: continuations built to be wrong, to check the measures: a loop of
+  the prompt, loudness-matched white noise, silence, the truth pitch-shifted +3 semitones,
+  the truth time-stretched 1.3x (faster). ``BREAKS`` says what each must lose.
+
+Writes ``metrics.json``, a spectrogram PNG per clip and continuation (the seam marked),
+the audio (prompt joined to each continuation) and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aimusic.errors import AimusicError
+from aimusic.gen import coherence as C
+
+FORMAT = "aimusic.eval.continuation/1"
+FLOOR_CLIPS = 3  # other clips averaged into each clip's floor
+STRETCH = 1.3
+SHIFT = 3  # semitones
+CASES = ("loop", "noise", "silence", f"shift+{SHIFT}", f"stretch{STRETCH:g}")
+# what each constructed case must lose, as the issue and the tests say
+BREAKS = {"loop": ("repetition",), "noise": C.MEASURES, "silence": C.MEASURES,
+          f"shift+{SHIFT}": ("harmony",), f"stretch{STRETCH:g}": ("rhythm",)}
+
+
+@dataclass
+class Clip:
+    name: str
+    source: str
+    start: float  # seconds into the file where the prompt starts
+    prompt: np.ndarray
+    truth: np.ndarray
+    after: np.ndarray  # audio after the prompt, up to STRETCH * seconds + 1 s
+
+
+def lead_silence(x: np.ndarray, sr: int, db: float = -40.0) -> int:
+    """Samples before the first 50 ms block louder than ``db`` dBFS (0 if none is)."""
+    n = max(1, sr // 20)
+    blocks = x[:x.size // n * n].reshape(-1, n)
+    loud = np.flatnonzero(10 * np.log10((blocks.astype(np.float64) ** 2).mean(1) + 1e-20) > db)
+    return int(loud[0] * n) if loud.size else 0
+
+
+def load_clips(files: Sequence[Path], sr: int, prompt_seconds: float, seconds: float,
+               offset: float = 0.0, limit: int = 0) -> tuple[list[Clip], list[dict[str, str]]]:
+    """Clips from audio files, in order; unreadable or too short files are skipped and
+    reported (source, reason)."""
+    from aimusic.audio import load_audio
+    from aimusic.errors import AudioError
+
+    P, S = round(prompt_seconds * sr), round(seconds * sr)
+    clips: list[Clip] = []
+    skipped: list[dict[str, str]] = []
+    for f in files:
+        if limit and len(clips) >= limit:
+            break
+        try:
+            x = load_audio(f, sr)
+        except AudioError as e:
+            skipped.append({"source": str(f), "reason": e.reason})
+            continue
+        start = lead_silence(x, sr) + round(offset * sr)
+        x = x[start:]
+        if x.size < P + S:
+            skipped.append({"source": str(f), "reason": f"{x.size / sr:.1f} s after the start is "
+                            f"shorter than prompt + continuation ({(P + S) / sr:g} s)"})
+            continue
+        clips.append(Clip(Path(f).stem, str(f), start / sr, x[:P].copy(), x[P:P + S].copy(),
+                          x[P:P + round((STRETCH * seconds + 1) * sr)].copy()))
+    return clips, skipped
+
+
+def constructed(clip: Clip, sr: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """The wrong continuations of ``CASES``, each as long as the truth."""
+    import librosa
+
+    n = clip.truth.size
+    rng = np.random.default_rng(seed)
+    rms = float(np.sqrt(np.mean(clip.truth.astype(np.float64) ** 2)))
+    stretched = librosa.effects.time_stretch(clip.after, rate=STRETCH)[:n]
+    if stretched.size < n:  # the file ended: pad with silence rather than fail
+        stretched = np.pad(stretched, (0, n - stretched.size))
+    return {
+        "loop": np.tile(clip.prompt, math.ceil(n / clip.prompt.size))[:n],
+        "noise": (rng.standard_normal(n) * rms).astype(np.float32),
+        "silence": np.zeros(n, np.float32),
+        f"shift+{SHIFT}": librosa.effects.pitch_shift(clip.truth, sr=sr, n_steps=SHIFT),
+        f"stretch{STRETCH:g}": stretched.astype(np.float32),
+    }
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {m: float(np.mean([r[m] for r in rows])) for m in C.MEASURES}
+
+
+def codec_roundtrip(chain: Any, x: np.ndarray) -> np.ndarray:
+    from aimusic.codec.stream import encode_stream
+    from aimusic.gen.chain import decode_codes
+
+    codes, _ = encode_stream(chain.codec, iter([x]), chain.codec.cfg.levels, device=chain.device)
+    return decode_codes(chain, codes)[:x.size]
+
+
+def evaluate_continuation(files: Sequence[Path], out_dir: str | Path, chains: dict[str, Any],
+                          sr: int, prompt_seconds: float = 5.0, seconds: float = 10.0,
+                          offset: float = 0.0, clips: int = 0, seed: int = 0,
+                          with_constructed: bool = False, progress: bool = False,
+                          sampling: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the evaluation and write the report; returns what ``metrics.json`` holds."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from aimusic import __version__
+    from aimusic.audio import save_audio
+    from aimusic.fileio import write_json
+    from aimusic.gen.chain import continue_audio
+    from aimusic.report import spectrogram_png
+    from aimusic.runtime import console
+
+    if not prompt_seconds > 0 or not seconds > 0:
+        raise AimusicError("--prompt-seconds and --seconds must be positive")
+    out = Path(out_dir)
+    items, skipped = load_clips(files, sr, prompt_seconds, seconds, offset, clips)
+    if len(items) < 2:
+        raise AimusicError(f"eval continuation needs at least 2 clips of {prompt_seconds + seconds:g} s "
+                           f"(the floor is other clips); found {len(items)} in "
+                           f"{len(files)} file(s)" + (f", {len(skipped)} skipped" if skipped else ""))
+    feats_truth = [C.features(c.truth, sr) for c in items]
+    codec_chain = next(iter(chains.values()), None)
+    per_clip: list[dict[str, Any]] = []
+    timings: dict[str, float] = {name: 0.0 for name in chains}
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=console, disable=not progress)
+    with bar:
+        task = bar.add_task("continuing clips", total=len(items))
+        for i, clip in enumerate(items):
+            fp = C.features(clip.prompt, sr)
+            others = [feats_truth[(i + j) % len(items)] for j in range(1, FLOOR_CLIPS + 1)
+                      if (i + j) % len(items) != i]
+            agree = {"truth": C.agreement(fp, feats_truth[i]),
+                     "floor": _mean([C.agreement(fp, o) for o in others])}
+            tag = f"{i:02d}"
+            files_out: dict[str, dict[str, str]] = {}
+
+            def keep(row: str, cont: np.ndarray, clip: Clip = clip, tag: str = tag,
+                     files_out: dict = files_out) -> None:
+                joined = np.concatenate([clip.prompt, cont])
+                wav, png = f"{tag}-{row}.wav", f"{tag}-{row}.png"
+                save_audio(out / wav, joined, sr)
+                spectrogram_png(out / png, joined, sr, marks=[clip.prompt.size / sr])
+                files_out[row] = {"audio": wav, "image": png}
+
+            keep("truth", clip.truth)
+            if codec_chain is not None:
+                agree["codec"] = C.agreement(fp, C.features(codec_roundtrip(codec_chain, clip.truth), sr))
+            for name, chain in chains.items():
+                t0 = time.perf_counter()
+                r = continue_audio(chain, clip.prompt, seconds, prompt_seconds=prompt_seconds,
+                                   continuation_only=True, seed=seed + i,
+                                   sampling=(sampling or {}).get(name), name=clip.source)
+                timings[name] += time.perf_counter() - t0
+                agree[name] = C.agreement(fp, C.features(r["audio"], sr))
+                keep(name, r["audio"])
+            if with_constructed:
+                for case, x in constructed(clip, sr, seed + i).items():
+                    agree[case] = C.agreement(fp, C.features(x, sr))
+            per_clip.append({"name": clip.name, "source": clip.source, "start": round(clip.start, 3),
+                             "agreement": agree, "files": files_out})
+            bar.advance(task)
+    rows = list(per_clip[0]["agreement"])
+    truth = [c["agreement"]["truth"] for c in per_clip]
+    floor = [c["agreement"]["floor"] for c in per_clip]
+    metrics = {
+        "format": FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "aimusic": __version__,
+        "settings": {"prompt_seconds": prompt_seconds, "seconds": seconds, "offset": offset,
+                     "seed": seed, "sample_rate": sr, "floor_clips": FLOOR_CLIPS,
+                     "constructed": with_constructed},
+        "models": {name: _chain_models(ch) for name, ch in chains.items()},
+        "measures": list(C.MEASURES),
+        "coherence": {r: C.coherence([c["agreement"][r] for c in per_clip], truth, floor,
+                                     reflected=r != "floor") for r in rows},
+        "mean_agreement": {r: _mean([c["agreement"][r] for c in per_clip]) for r in rows},
+        "breaks": {k: list(v) for k, v in BREAKS.items()} if with_constructed else {},
+        "generation_seconds": {k: round(v, 2) for k, v in timings.items()},
+        "clips": per_clip,
+        "skipped": skipped,
+    }
+    write_json(out / "metrics.json", metrics)
+    write_report(out / "report.html", metrics)
+    return metrics
+
+
+def _chain_models(chain: Any) -> dict[str, str]:
+    out = {"codec": chain.codec.source_hash, "semantic": chain.semantic.source_hash}
+    for stage, lm in chain.lms.items():
+        out[f"lm-{stage}"] = getattr(lm, "source_hash", "")
+    return out
+
+
+ROW_NOTES = {
+    "truth": "the true continuation (ceiling)",
+    "floor": f"the same stretch of {FLOOR_CLIPS} other clips (floor)",
+    "codec": "the truth through the codec: the best an LM can do with this codec",
+    "flat": "generated: semantic, coarse and fine LMs",
+    "delay": "generated: semantic LM, then one delay-pattern LM",
+    "acoustic": "generated: acoustic-only baseline (no semantic stage)",
+    "loop": "constructed: the prompt looped",
+    "noise": "constructed: white noise at the truth's loudness",
+    "silence": "constructed: silence",
+    f"shift+{SHIFT}": f"constructed: the truth {SHIFT} semitones up",
+    f"stretch{STRETCH:g}": f"constructed: the truth {STRETCH:g}x faster",
+}
+
+
+def summary_rows(metrics: dict[str, Any]) -> list[list[object]]:
+    """[row, each measure's coherence, overall, what the row is]."""
+    out: list[list[object]] = []
+    for row, c in metrics["coherence"].items():
+        out.append([row, *[c[m] for m in C.MEASURES], c["overall"], ROW_NOTES.get(row, "")])
+    return out
+
+
+def write_report(path: Path, metrics: dict[str, Any]) -> None:
+    from aimusic.report import esc, page, table, write_text
+
+    s = metrics["settings"]
+    head = ["row", *C.MEASURES, "overall", "what it is"]
+    parts = [
+        f"<p>{len(metrics['clips'])} clips: {s['prompt_seconds']:g} s prompt, {s['seconds']:g} s "
+        f"continuation, seed {s['seed']}; aimusic {esc(metrics['aimusic'])}, {esc(metrics['created'])}.</p>",
+        "<h2>Coherence</h2>",
+        '<p class="note">Per measure: (generated - floor) / (truth - floor) on agreement with the '
+        "prompt averaged over clips; agreement beyond the truth's counts as a shortfall (a copy "
+        "is not better than the truth). 1 = as coherent as the truth, 0 = an unrelated clip. "
+        "Overall: the mean of the four, each clipped to [0, 1].</p>",
+        table(head, summary_rows(metrics), "coherence"),
+        "<h2>Mean agreement with the prompt</h2>",
+        table(["row", *C.MEASURES],
+              [[r, *[v[m] for m in C.MEASURES]] for r, v in metrics["mean_agreement"].items()]),
+    ]
+    if metrics["models"]:
+        parts.append("<h2>Models</h2>" + table(
+            ["layout", "models (hash)"],
+            [[k, ", ".join(f"{a} {h}" for a, h in v.items())] for k, v in metrics["models"].items()]))
+    parts.append("<h2>Clips</h2>")
+    for c in metrics["clips"]:
+        blocks = []
+        for row, f in c["files"].items():
+            a = c["agreement"][row]
+            vals = ", ".join(f"{m} {a[m]:.2f}" for m in C.MEASURES)
+            blocks.append(f"<p><b>{esc(row)}</b> <audio controls preload=\"none\" "
+                          f"src=\"{esc(f['audio'])}\"></audio> <span class=\"note\">{esc(vals)}</span>"
+                          f"<br><img src=\"{esc(f['image'])}\" alt=\"{esc(c['name'])} {esc(row)}: "
+                          "log-mel spectrogram, seam marked\"></p>")
+        parts.append(f"<div class=\"clip\"><h3>{esc(c['name'])}</h3><p class=\"note\">"
+                     f"{esc(c['source'])} from {c['start']:.2f} s; the dashed line is where the "
+                     f"prompt ends</p>{''.join(blocks)}</div>")
+    if metrics["skipped"]:
+        parts.append("<h2>Skipped</h2>" + table(["file", "why"],
+                                                [[k["source"], k["reason"]] for k in metrics["skipped"]]))
+    write_text(path, page("aimusic: continuation report", "\n".join(parts)))
