@@ -5,17 +5,18 @@ BIN     := $(VENV)/bin
 # The CPU wheel of torch (already on disk on our CPU machines: no CUDA download).
 # GPU users: `make install TORCH=torch` (or any CUDA build) keeps pip's choice.
 TORCH   ?= torch==2.13.0
-APT_PKGS_TEST  := fluidsynth fluid-soundfont-gm opus-tools hyperrogue-music
+APT_PKGS_TEST  := fluidsynth fluid-soundfont-gm opus-tools hyperrogue-music chromium-headless-shell
 APT_PKGS_MUSIC := ufoai-music nexuiz-music hyperrogue-music singularity-music \
                   planetblupi-music-ogg drascula-music asc-music
 CORPUS  ?= data/corpus
 MODELS  ?= models
 
-.PHONY: help install system-deps music-deps test test-slow lint bench corpus corpus-small demo clean
+.PHONY: help install system-deps music-deps test test-slow lint bench corpus corpus-small demo demo-codec pipeline clean
 
 help:
 	@echo "make install      .venv with the CPU torch wheel and aimusic (editable, dev tools)"
-	@echo "make demo         build a small corpus, train a codec briefly, measure it against Opus"
+	@echo "make demo         the pipeline (until bundled models exist): corpus, models, 20 s continuations, report"
+	@echo "make pipeline     render a corpus, train every stage (~30 min on 2 cores), pipeline/report.html"
 	@echo "make test         the test suite (fast, tiny presets); make test-slow for long checks"
 	@echo "make lint         ruff + mypy"
 	@echo "make bench        speed and memory benchmarks (BENCHMARKS.md)"
@@ -67,10 +68,17 @@ corpus-small: install system-deps
 corpus: install system-deps music-deps
 	$(BIN)/python examples/make_corpus.py --out $(CORPUS) --size default
 
-# Until the generation stages land, the demo shows the codec: a small corpus, a few
-# minutes of training, a round trip you can listen to, and the comparison with Opus.
-demo: install system-deps
+# The whole chain from nothing (examples/pipeline.sh): a rendered corpus, the small codec,
+# semantic model and LMs, continuations of held-out prompts scored in pipeline/report.html.
+# Reruns reuse what is built. Until bundled models exist, it is the demo.
+pipeline: install system-deps
+	bash examples/pipeline.sh
+
+demo: pipeline
+
+# The codec alone in a few minutes: train, round-trip a held-out piece, compare with Opus.
+demo-codec: install system-deps
 	bash examples/demo.sh
 
 clean:
-	rm -rf demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf demo pipeline .pytest_cache .mypy_cache .ruff_cache
