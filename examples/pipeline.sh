@@ -9,7 +9,7 @@
 # that was interrupted runs again from the start (training runs are minutes long).
 #
 # Knobs (environment): OUT, CORPUS, PIECES, PIECE_SECONDS, CODEC_MINUTES, LM_MINUTES,
-# CLIPS, PROMPT_SECONDS, SECONDS, SEED.
+# CLIPS, PROMPT_SECONDS, CONTINUE_SECONDS, SEED.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AIMUSIC=${AIMUSIC:-.venv/bin/aimusic}
@@ -22,7 +22,7 @@ CODEC_MINUTES=${CODEC_MINUTES:-8}
 LM_MINUTES=${LM_MINUTES:-4}       # per LM; two LMs train side by side, one core each
 CLIPS=${CLIPS:-6}
 PROMPT_SECONDS=${PROMPT_SECONDS:-5}
-SECONDS_OUT=${SECONDS:-20}
+SECONDS_OUT=${CONTINUE_SECONDS:-20}  # not SECONDS: bash counts time in it
 SEED=${SEED:-0}
 M="$OUT/models"
 T0=$(date +%s)
