@@ -44,7 +44,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from aimusic.dsp import _mel_basis, _window
+from aimusic.dsp import _mel_basis
+from aimusic.semantic.features import _chroma_basis, _power
 
 MEASURES = ("harmony", "rhythm", "timbre", "repetition")
 SILENT_DB = -60.0
@@ -61,19 +62,15 @@ REPEAT_STEP = 0.25  # continuation windows start every this many seconds
 
 @functools.lru_cache(maxsize=8)
 def _chroma_fb(sr: int, n_fft: int) -> torch.Tensor:
-    import librosa
-
-    fb = librosa.filters.chroma(sr=sr, n_fft=n_fft, n_chroma=12, ctroct=5.0, octwidth=2.0)
-    fb = fb / fb.sum(1, keepdims=True)  # equal response to white noise: noise is flat
-    return torch.from_numpy(fb).float()
+    """The semantic features' chroma filterbank, each pitch class scaled to respond equally
+    to white noise (so noise is flat)."""
+    fb = _chroma_basis(sr, n_fft)
+    return fb / fb.sum(1, keepdim=True)
 
 
 def _stft_power(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
-    if x.shape[-1] < n_fft:
-        x = torch.nn.functional.pad(x, (0, n_fft - x.shape[-1]))
-    s = torch.stft(x, n_fft, hop_length=hop, window=_window(n_fft), center=True,
-                   return_complex=True)
-    return s.abs().pow(2)
+    """|STFT|^2 [bins, frames] of every centred frame."""
+    return _power(x, n_fft, hop, x.shape[-1] // hop + 1)
 
 
 @dataclass
