@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 
 from aimusic import __version__
 from aimusic.errors import AimusicError
@@ -39,7 +40,8 @@ def handle_errors() -> Iterator[None]:
     except AimusicError as e:
         if settings.verbose:
             console.print_exception()
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        # escaped: messages hold paths and text like "aimusic[eval]" that are not markup
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
@@ -796,6 +798,65 @@ def eval_continuation_cmd(
     for k in metrics["skipped"]:
         console.print(f"[yellow]skipped[/] {k['source']}: {k['reason']}", highlight=False)
     stdout.print(f"report: {out / 'report.html'}", highlight=False)
+
+
+@eval_app.command("voice")
+def eval_voice_cmd(
+    corpus: Annotated[Path, typer.Argument(help="Speech corpus folder with manifest.jsonl "
+                                                "(examples/make_speech_corpus.py).")],
+    generated: Annotated[
+        Optional[Path], typer.Option("--generated", "-g", help="Generated speech: a JSONL/JSON list "
+                                     "(or a folder holding outputs.jsonl) of {path, text, speaker "
+                                     "and/or prompt}; paths relative to the list (a prompt also to "
+                                     "CORPUS). Without it: the corpus's own reference figures.")
+    ] = None,
+    per_speaker: Annotated[int, typer.Option(help="Real utterances used per speaker.")] = 10,
+    enroll: Annotated[int, typer.Option(help="Utterances whose mean embedding enrolls a voice.")] = 3,
+    id_seconds: Annotated[float, typer.Option(help="Seconds of an utterance identified.")] = 3.0,
+    wer_real: Annotated[bool, typer.Option("--wer/--no-wer", help="Transcribe the real recordings "
+                                                                  "(the slow part).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Also write JSON here.")] = None,
+) -> None:
+    """Whose voice, and how intelligible: speaker similarity (cosine of resemblyzer embeddings)
+    against the prompt beside the same- and different-speaker means, speaker-ID accuracy among
+    enrolled voices, and pocketsphinx WER beside the real recordings' (the ratio is what counts).
+
+    A --generated line: {"path": "out/0.wav", "text": "Is there a dog?", "prompt":
+    "wav/test/flite-rms/s1.wav"} (or "speaker": "flite-rms" in place of, or beside, the prompt).
+    Needs the judges: pip install 'aimusic\\[eval]'."""
+    from aimusic.fileio import write_json
+    from aimusic.voice.evaluate import evaluate_voice
+    from aimusic.voice.judges import check_judges
+
+    with handle_errors():
+        check_judges()
+        result = evaluate_voice(corpus, generated, per_speaker=per_speaker, enroll=enroll,
+                                id_seconds=id_seconds, wer_real=wer_real,
+                                log=None if settings.quiet or as_json else
+                                lambda s: console.print(s, highlight=False))
+        if out:
+            write_json(out, result)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    r = result["reference"]
+
+    def f(x: Any, fmt: str = ".3f") -> str:
+        return "-" if x is None else format(x, fmt)
+
+    stdout.print(f"{r['utterances']} utterances of {r['speakers']} speakers from {corpus}", highlight=False)
+    stdout.print(f"real   similarity same speaker {f(r['same_speaker'])}  different "
+                 f"{f(r['different_speaker'])}  ID accuracy {f(r['id_accuracy'])} (chance "
+                 f"{f(r['id_chance'])}, {r['id_queries']} queries)  WER {f(r.get('wer'))}", highlight=False)
+    g = result.get("generated")
+    if g:
+        stdout.print(f"output similarity to prompt {f(g['similarity'])}  ID accuracy {f(g['id_accuracy'])}"
+                     f"  WER {f(g['wer'])}  (same sentences: {f(g['wer_matched'])} vs real "
+                     f"{f(g['wer_real'])}, ratio {f(g['wer_ratio'])}; {g['matched']} of "
+                     f"{g['outputs']} outputs)", highlight=False)
+    if out:
+        stdout.print(f"written: {out}")
 
 
 def main() -> None:
