@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_example
 from typer.testing import CliRunner
 
 from aimusic.cli import app
@@ -32,13 +33,7 @@ def _need_flite() -> None:
 
 
 def _msc():
-    spec = importlib.util.spec_from_file_location("make_speech_corpus",
-                                                  ROOT / "examples/make_speech_corpus.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["make_speech_corpus"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_example("make_speech_corpus")
 
 
 @pytest.fixture(scope="module")

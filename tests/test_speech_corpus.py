@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
+from conftest import load_example
 
 from aimusic.audio import audio_info, load_audio, rms_db
 from aimusic.text import phonemes as ph
@@ -19,17 +17,7 @@ from aimusic.text import phonemes as ph
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _import_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_speech_corpus",
-                                                  ROOT / "examples/make_speech_corpus.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["make_speech_corpus"] = mod  # worker processes look it up by name
-    spec.loader.exec_module(mod)
-    return mod
-
-
-msc = _import_script()
+msc = load_example("make_speech_corpus")
 FAKE = msc.Voice("festival-no_such_voice", "festival", "no_such_voice", "festvox-aimusic-none")
 
 
