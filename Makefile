@@ -39,15 +39,21 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,eval]'
 	@touch $@
 
-# Debian packages the tests and corpus use; skipped with a message where apt is unavailable.
-system-deps:
-	@missing=""; for p in $(APT_PKGS_TEST); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# $(call apt_install,PACKAGES,WHAT HAPPENS WITHOUT THEM): install the missing ones with
+# apt-get (as root or with sudo); never fatal, it says what is left out.
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO=sudo; else \
-	  echo "note: cannot install$$missing (not root, no sudo); tests that need them will skip"; exit 0; fi; \
+	  echo "note: cannot install$$missing (not root, no sudo); $(2)"; exit 0; fi; \
 	echo "installing$$missing"; \
 	($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null) \
-	  || echo "note: apt-get could not install$$missing; tests that need them will skip"
+	  || echo "note: apt-get could not install$$missing; $(2)"
+endef
+
+# Debian packages the tests and corpus use; skipped with a message where apt is unavailable.
+system-deps:
+	$(call apt_install,$(APT_PKGS_TEST),tests that need them will skip)
 
 music-deps:
 	@missing=""; for p in $(APT_PKGS_MUSIC); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -78,13 +84,7 @@ corpus: install system-deps music-deps
 	$(BIN)/python examples/make_corpus.py --out $(CORPUS) --size default
 
 speech-deps:
-	@missing=""; for p in $(SPEECH_APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -z "$$missing" ]; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO=sudo; else \
-	  echo "note: cannot install$$missing (not root, no sudo); their voices are skipped"; exit 0; fi; \
-	echo "installing$$missing"; \
-	($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null) \
-	  || echo "note: apt-get could not install$$missing; their voices are skipped"
+	$(call apt_install,$(SPEECH_APT),their voices are skipped)
 
 # ~8,400 utterances, 36 speakers, 7.1 h at 16 kHz; 3.5-5 min on 2 cores, reruns in seconds
 speech-corpus: install speech-deps
