@@ -72,6 +72,11 @@ class TrainProgress:
             console.print(f"{self.name} step {step}/{self.total}  {rate:.2f} it/s  "
                           f"{_fmt(losses)}", highlight=False)
 
+    def set_total(self, total: int) -> None:
+        """A new planned number of steps (a time budget's, once its pace is known)."""
+        self.total = total
+        self.progress.update(self.task, total=total)
+
     def note(self, metrics: dict[str, Any]) -> None:
         if self.enabled:
             self.progress.console.print(f"  validation: {_fmt(metrics)}", highlight=False)

@@ -3,6 +3,7 @@ refusal of tokens from other models, the baselines' arithmetic, splits and windo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from aimusic.lm.train import (
     StageData,
     WindowSampler,
     lr_at,
+    plan_steps,
     split_items,
     stage_config,
     stages_for,
@@ -285,6 +287,12 @@ def test_splits_stages_schedule_and_windows(tokens: Path) -> None:
     _, cfg = _configs("semantic", steps=100, warmup=10, lr=1.0, min_lr=0.1)
     assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
     assert lr_at(100, cfg) == pytest.approx(0.1) and lr_at(55, cfg) == pytest.approx(0.55)
+    # a --minutes budget plans the cosine's end where the time runs out, never past steps
+    assert plan_steps(cfg, 10, 10, 5.0) == 100  # no time budget: the steps
+    timed = dataclasses.replace(cfg, minutes=1.0, steps=10_000)
+    assert plan_steps(timed, 20, 20, 10.0) == 20 + int(0.95 * 2.0 * 50.0)  # 2 steps/s, 50 s left
+    assert plan_steps(dataclasses.replace(timed, steps=50), 20, 20, 10.0) == 50
+    assert lr_at(115, timed, planned=115) == pytest.approx(0.1)
     # windows fit the context, short items give padded windows, targets are what baselines see
     model_cfg, _ = _configs("fine")
     for stage in ("semantic", "coarse", "fine", "delay", "acoustic"):

@@ -345,12 +345,24 @@ def measure(model: TokenLM, ds: TokenDataset, sd: StageData, windows: list[Windo
 # -- training --------------------------------------------------------------------------
 
 
-def lr_at(step: int, cfg: LMTrainConfig) -> float:
-    """Linear warm-up to ``lr``, then a cosine to ``min_lr * lr`` at ``steps``."""
+def lr_at(step: int, cfg: LMTrainConfig, planned: int | None = None) -> float:
+    """Linear warm-up to ``lr``, then a cosine to ``min_lr * lr`` at ``planned`` steps
+    (default ``steps``; a ``minutes`` budget plans fewer, see ``plan_steps``)."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    end = cfg.steps if planned is None else planned
+    t = min(1.0, (step - cfg.warmup) / max(1, end - cfg.warmup))
     return cfg.lr * (cfg.min_lr + (1 - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def plan_steps(cfg: LMTrainConfig, step: int, steps_done: int, elapsed: float) -> int:
+    """The step at which a ``minutes`` budget will run out, from the pace so far, so the
+    cosine reaches its floor when the time does (never more than ``steps``)."""
+    if cfg.minutes <= 0 or steps_done <= 0:
+        return cfg.steps
+    rate = steps_done / max(1e-9, elapsed)
+    remaining = max(0.0, cfg.minutes * 60 - elapsed)
+    return max(step + 1, min(cfg.steps, step + int(0.95 * rate * remaining)))
 
 
 def make_optimizer(model: TokenLM, cfg: LMTrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -446,7 +458,8 @@ def _train_stage(ds: TokenDataset, train_items: list[int], val_items: list[int],
             raise ArtifactError(state_file, f"is the state of the {model_cfg.stage} LM, not {stage}")
         cfg = config_from_dict(LMTrainConfig, {**state["train_config"], "steps": cfg.steps,
                                                "minutes": cfg.minutes}, str(state_file))
-        if state.get("final") and int(state["step"]) >= cfg.steps:
+        done_at = min(cfg.steps, int(state.get("planned") or cfg.steps))
+        if state.get("final") and int(state["step"]) >= done_at:
             if not dist_info.main:
                 return {}
             log.info("%s: already trained for %d steps", out, int(state["step"]))
@@ -467,6 +480,7 @@ def _train_stage(ds: TokenDataset, train_items: list[int], val_items: list[int],
     sampler = WindowSampler(units, train_items, sd.n, cfg.seed)  # alike on every rank
     step, history = 0, []
     train_tokens, train_seconds = 0, 0.0
+    planned: int | None = None  # fixed once the pace under a --minutes budget is known
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
@@ -476,6 +490,8 @@ def _train_stage(ds: TokenDataset, train_items: list[int], val_items: list[int],
             torch.cuda.set_rng_state(state["cuda_rng"])
         step, history = int(state["step"]), list(state.get("history", []))
         train_tokens, train_seconds = int(state["train_tokens"]), float(state["train_seconds"])
+        planned = state.get("planned")
+        planned = min(cfg.steps, int(planned)) if planned is not None and cfg.minutes > 0 else None
         if dist_info.main:
             log.info("resumed %s at step %d", state_file, step)
     net: torch.nn.Module = model
@@ -509,6 +525,7 @@ def _train_stage(ds: TokenDataset, train_items: list[int], val_items: list[int],
             "model": model.state_dict(), "opt": opt.state_dict(), "sampler": sampler.state(),
             "torch_rng": torch.get_rng_state(), **rng, "step": step, "history": history,
             "train_tokens": train_tokens, "train_seconds": train_seconds, "final": final,
+            "planned": planned,
             "depends": ds.depends, "model_config": config_to_dict(model_cfg),
             "train_config": config_to_dict(cfg),
         })
@@ -524,11 +541,12 @@ def _train_stage(ds: TokenDataset, train_items: list[int], val_items: list[int],
         metrics = validate()
         history.append(metrics)
         write_log({**metrics, "lr": 0.0})
-    start_time = time.monotonic()
-    progress = TrainProgress(name, cfg.steps, start=step, enabled=show_progress and dist_info.main)
+    start_time, start_step = time.monotonic(), step
+    progress = TrainProgress(name, planned or cfg.steps, start=step,
+                             enabled=show_progress and dist_info.main)
     loss_sum, loss_count = 0.0, 0
     with progress:
-        while step < cfg.steps:
+        while step < (planned or cfg.steps):
             if cfg.minutes > 0 and _any(time.monotonic() - start_time > cfg.minutes * 60,
                                         dist_info, device):
                 break
@@ -536,7 +554,7 @@ def _train_stage(ds: TokenDataset, train_items: list[int], val_items: list[int],
             windows = [sampler.draw() for _ in range(cfg.batch_size)]  # the global batch
             mine = windows[dist_info.rank::dist_info.world]
             ids, mask = sd.batch(ds, mine)
-            lr = lr_at(step, cfg)
+            lr = lr_at(step, cfg, planned)
             for g in opt.param_groups:
                 g["lr"] = lr
             nll, count = _nll_sum(net, model, ids.to(device, non_blocking=True),
@@ -562,9 +580,14 @@ def _train_stage(ds: TokenDataset, train_items: list[int], val_items: list[int],
             train_seconds += time.monotonic() - t0
             train_tokens += sum(sd.tokens(w) for _, _, w in windows)
             loss_sum, loss_count = loss_sum + global_nll, loss_count + int(global_count)
+            elapsed = time.monotonic() - start_time
+            if planned is None and cfg.minutes > 0 and elapsed >= min(30.0, 6.0 * cfg.minutes):
+                planned = _min_all(plan_steps(cfg, step, step - start_step, elapsed),
+                                   dist_info, device)
+                progress.set_total(planned)
             progress.update(step, {"loss": mean,
                                    "tok/s": int(train_tokens / max(1e-9, train_seconds))})
-            if step % cfg.val_every == 0 or step == cfg.steps:
+            if step % cfg.val_every == 0 or step == (planned or cfg.steps):
                 metrics = _after_val(validate() if dist_info.main else {"step": step},
                                      loss_sum, loss_count, lr)
                 loss_sum, loss_count = 0.0, 0
@@ -603,6 +626,15 @@ def _after_val(m: dict[str, Any], loss_sum: float, loss_count: int, lr: float) -
         m["train_loss"] = round(loss_sum / loss_count, 5)
     m["lr"] = lr
     return m
+
+
+def _min_all(value: int, info: DistInfo, device: torch.device) -> int:
+    """The smallest of every rank's ``value`` (the same plan on every rank)."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([float(value)], device=device if device.type == "cuda" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
 
 
 def _any(flag: bool, info: DistInfo, device: torch.device) -> bool:
