@@ -120,8 +120,16 @@ def _models_dir(models: Path | None) -> Path:
     return models if models is not None else Path(default_models_dir())
 
 
+def _models_in(models: Path | None) -> Path:
+    """Models to read (not to write): like _models_dir, with the bundled models when there is
+    no ./models at all."""
+    from aimusic.runtime import models_to_read
+
+    return models_to_read(models)
+
+
 def _codec_path(codec: Path | None, models: Path | None) -> Path:
-    return codec if codec is not None else _models_dir(models) / "codec.safetensors"
+    return codec if codec is not None else _models_in(models) / "codec.safetensors"
 
 
 def _train_configs(presets: dict, train_presets: dict, preset: str, config: Path | None,
@@ -294,7 +302,7 @@ def decode(
 
 
 def _semantic_path(semantic: Path | None, models: Path | None) -> Path:
-    return semantic if semantic is not None else _models_dir(models) / "semantic.safetensors"
+    return semantic if semantic is not None else _models_in(models) / "semantic.safetensors"
 
 
 @app.command("tokenize")
@@ -587,7 +595,7 @@ def eval_lm_cmd(
     from aimusic.runtime import resolve_device
 
     with handle_errors():
-        result = evaluate_lms(tokens_dir, _models_dir(models), stages_for(stage, layout),
+        result = evaluate_lms(tokens_dir, _models_in(models), stages_for(stage, layout),
                               resolve_device(), windows, batch_size)
         if out:
             write_json(out, {"data": str(tokens_dir), "stages": result})
@@ -642,7 +650,7 @@ def _load_chain(models: Path | None, layout: str | None, codec: Path | None,
     from aimusic.gen import load_chain
     from aimusic.runtime import resolve_device
 
-    return load_chain(_models_dir(models), layout, resolve_device(), codec, semantic)
+    return load_chain(_models_in(models), layout, resolve_device(), codec, semantic)
 
 
 def _print_generated(r: dict[str, Any], src: str) -> None:
@@ -733,6 +741,30 @@ def generate_cmd(
             _print_generated(r, "")
 
 
+@app.command("demo")
+def demo_cmd(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Report folder.")] = Path("demo"),
+    prompt: Annotated[
+        Optional[Path], typer.Option("--prompt", help="Prompt audio (default: the bundled example, "
+                                                      "a recorded piece the models never saw).")
+    ] = None,
+    prompt_seconds: Annotated[float, typer.Option(help="Seconds of the file used as prompt.")] = 5.0,
+    seconds: Annotated[float, typer.Option("--seconds", "-s", help="Seconds to continue.")] = 20.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    models: ModelsOpt = None,
+) -> None:
+    """Continue a recorded piece with the bundled models; writes OUT/report.html."""
+    from aimusic.demo import run_demo
+
+    with handle_errors():
+        m = run_demo(out, _models_in(models), prompt, prompt_seconds, seconds, seed,
+                     progress=not settings.quiet)
+    stdout.print(m["timings_line"], highlight=False, soft_wrap=True)
+    for f in m["files"].values():
+        stdout.print(f"{out / f['audio']}  {f['what']}", highlight=False, soft_wrap=True)
+    stdout.print(f"report: {out / 'report.html'}  ({m['elapsed_s']:.1f} s)", highlight=False)
+
+
 @eval_app.command("continuation")
 def eval_continuation_cmd(
     audio: Annotated[list[Path], typer.Argument(help="Held-out audio files or folders.")],
@@ -771,7 +803,7 @@ def eval_continuation_cmd(
         chains: dict[str, Any] = {}
         sr = 24000
         if generate:
-            mdir = _models_dir(models)
+            mdir = _models_in(models)
             names = layout or [name for name, stages in LAYOUT_STAGES.items()
                                if all(lm_path(mdir, s).exists() for s in stages)]
             if not names:

@@ -6,6 +6,7 @@ import logging
 import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,3 +66,29 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
 
 def default_models_dir() -> str:
     return os.environ.get("AIMUSIC_MODELS", "models")
+
+
+def bundled_models_dir(name: str = "music") -> Path:
+    """The small trained models that ship inside the package (aimusic/bundled/NAME)."""
+    return Path(__file__).resolve().parent / "bundled" / name
+
+
+_said_bundled: set[str] = set()
+
+
+def models_to_read(models: str | os.PathLike | None, bundle: str = "music") -> Path:
+    """Where to load models from: ``--models``, else $AIMUSIC_MODELS, else ./models; with
+    none of these (no ./models folder at all) the bundled models, saying so once."""
+    if models is not None:
+        return Path(models)
+    chosen = Path(default_models_dir())
+    if "AIMUSIC_MODELS" in os.environ or chosen.exists():
+        return chosen
+    bundled = bundled_models_dir(bundle)
+    if not (bundled / "codec.safetensors").exists():
+        return chosen  # a source checkout without bundled models: the usual errors follow
+    if bundle not in _said_bundled:
+        _said_bundled.add(bundle)
+        log.info("no ./models: using the %s models bundled with aimusic (%s; see its "
+                 "MODEL_CARD.md); --models DIR or $AIMUSIC_MODELS picks others", bundle, bundled)
+    return bundled

@@ -102,6 +102,7 @@ class SemanticModel(nn.Module):
         self.register_buffer("centroids", torch.zeros(cfg.clusters, d))
         self.encoder = SemanticEncoder(cfg) if cfg.iteration == 2 else None
         self.source_hash = ""
+        self.source_path: Path | None = None
 
     def raw_features(self, x: torch.Tensor) -> torch.Tensor:
         """Audio [B, T] at cfg.sample_rate -> unstandardized features [B, T // hop, D]."""
@@ -171,7 +172,7 @@ def load_semantic(path: str | os.PathLike, device: torch.device | str = "cpu") -
         model.load_state_dict(art.tensors)
     except RuntimeError as e:
         raise ArtifactError(p, f"weights do not match the config: {str(e)[:200]}") from None
-    model.source_hash = art.hash
+    model.source_hash, model.source_path = art.hash, p
     return model.to(device).eval()
 
 

@@ -1,0 +1,78 @@
+"""Copy a trained models directory into the package (``aimusic/bundled/<name>``).
+
+    python examples/bundle_models.py runs/gpu2/models --name music
+
+The codec and the semantic model define the tokens, so they are copied bit for bit: their
+content hashes, which every LM records in ``depends``, stay valid, and a prompt is
+tokenized exactly as the training data was. The LMs only turn tokens into probabilities;
+they are stored as float16 (half the bytes; `aimusic eval lm` on held-out tokens shows
+what it costs) and loaded back into float32. The copied chain is loaded and checked
+before the script says it is done. Only replace bundled models when a measured figure
+improves: each replacement grows the repository for good.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from aimusic.artifacts import load_artifact, read_metadata, save_artifact
+from aimusic.fileio import file_hash
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN_MODELS = ("codec.safetensors", "semantic.safetensors")
+
+
+def half_lm(src: Path, dst: Path) -> None:
+    """The LM at ``src`` with its floating tensors as float16, metadata kept."""
+    meta = read_metadata(src)
+    art = load_artifact(src, "lm", meta["version"])
+    tensors = {k: v.half() if v.is_floating_point() else v for k, v in art.tensors.items()}
+    extra = {**meta["extra"], "stored_as": "float16", "float32_hash": file_hash(src)}
+    save_artifact(dst, tensors, "lm", meta["version"], meta["config"], meta["depends"], extra)
+
+
+def bundle(src: Path, out: Path, stages: list[str], half: bool = True) -> list[Path]:
+    from aimusic.gen.chain import load_chain
+
+    missing = [n for n in TOKEN_MODELS + tuple(f"lm-{s}.safetensors" for s in stages)
+               if not (src / n).exists()]
+    if missing:
+        sys.exit(f"{src}: missing {', '.join(missing)}")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in TOKEN_MODELS:
+        shutil.copyfile(src / name, out / name)
+        written.append(out / name)
+    for s in stages:
+        name = f"lm-{s}.safetensors"
+        if half:
+            half_lm(src / name, out / name)
+        else:
+            shutil.copyfile(src / name, out / name)
+        written.append(out / name)
+    load_chain(out, "flat", torch.device("cpu"))  # refuses a chain whose hashes do not match
+    return written
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("src", type=Path, help="trained models directory")
+    ap.add_argument("--name", default="music", help="bundle name: aimusic/bundled/NAME")
+    ap.add_argument("--stages", default="semantic,coarse,fine", help="LM stages to ship")
+    ap.add_argument("--float32", action="store_true", help="keep the LMs in float32")
+    a = ap.parse_args()
+    out = ROOT / "aimusic" / "bundled" / a.name
+    files = bundle(a.src, out, a.stages.split(","), half=not a.float32)
+    total = sum(f.stat().st_size for f in files)
+    for f in files:
+        print(f"{f.relative_to(ROOT)}  {f.stat().st_size / 1e6:.1f} MB  {file_hash(f)}")
+    print(f"total {total / 1e6:.1f} MB; write the figures into {out.relative_to(ROOT)}/MODEL_CARD.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The models that ship in the package (aimusic/bundled/music), the CLI's fallback to them,
+`aimusic demo`, and the script that makes a bundle (examples/bundle_models.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from conftest import load_example
+from test_generate import make_models
+from typer.testing import CliRunner
+
+from aimusic.artifacts import read_metadata
+from aimusic.audio import load_audio, save_audio
+from aimusic.cli import app
+from aimusic.demo import EXAMPLE_PROMPT
+from aimusic.fileio import file_hash
+from aimusic.gen import load_chain
+from aimusic.lm.model import load_lm
+from aimusic.runtime import bundled_models_dir, models_to_read
+
+runner = CliRunner()
+BUNDLE = bundled_models_dir("music")
+SR = 24000
+
+
+def test_bundled_models_load_chain_and_fit_the_size_budget() -> None:
+    chain = load_chain(BUNDLE, "flat")  # refuses LMs made on another codec's tokens
+    have = {"codec": chain.codec.source_hash, "semantic": chain.semantic.source_hash}
+    assert set(chain.lms) == {"semantic", "coarse", "fine"}
+    for stage, lm in chain.lms.items():
+        assert lm.depends == have, stage
+        assert read_metadata(lm.source_path)["extra"]["stored_as"] == "float16"
+        assert next(lm.parameters()).dtype == torch.float32  # loaded back as float32
+    files = sorted(BUNDLE.glob("*.safetensors"))
+    assert sum(f.stat().st_size for f in files) <= 60e6
+    card = (BUNDLE / "MODEL_CARD.md").read_text()
+    for f in files:  # the card names every file by its hash
+        assert file_hash(f) in card, f.name
+    figures = json.loads((BUNDLE / "figures.json").read_text())
+    assert figures["tables"] and all(t["rows"] for t in figures["tables"])
+    # the example prompt is a piece of the recorded test split, never trained on
+    assert load_audio(EXAMPLE_PROMPT, SR).size >= 25 * SR
+
+
+def test_without_models_the_cli_uses_the_bundled_ones(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AIMUSIC_MODELS", raising=False)
+    assert models_to_read(None) == BUNDLE
+    save_audio(tmp_path / "p.wav", load_audio(EXAMPLE_PROMPT, SR, duration=2.0), SR)
+    r = runner.invoke(app, ["continue", "p.wav", "--seconds", "0.4", "-o", "out.wav", "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    y = load_audio(tmp_path / "out.wav")
+    assert abs(y.size - 2.4 * SR) <= 320 and np.isfinite(y).all() and np.abs(y).max() > 0.01
+    # a ./models folder, even an empty one, is the user's: it is used, not the bundle
+    (tmp_path / "models").mkdir()
+    assert models_to_read(None) == Path("models")
+    r = runner.invoke(app, ["continue", "p.wav", "--seconds", "0.4", "-o", "out2.wav"])
+    assert r.exit_code != 0 and "codec.safetensors" in r.output
+
+
+def test_demo_writes_audio_figures_and_report(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    r = runner.invoke(app, ["demo", "-o", str(out), "--seconds", "0.5", "--prompt-seconds", "2",
+                            "--models", str(BUNDLE)])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["files"]) == {"continued", "truth", "truth-codec"}
+    for f in m["files"].values():
+        assert load_audio(out / f["audio"]).size == int(2.5 * SR)
+        assert (out / f["image"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (out / "report.html").read_text()
+    assert html.count("<audio") == 3 and html.count("<img") == 3 and "Timings" in html
+    assert m["figures"] and m["models"]["codec"]["hash"] == file_hash(BUNDLE / "codec.safetensors")
+    short = tmp_path / "short.wav"
+    save_audio(short, np.zeros(SR, np.float32), SR)
+    r = runner.invoke(app, ["demo", "-o", str(out), "--prompt", str(short), "--models", str(BUNDLE)])
+    assert r.exit_code != 0 and "short.wav" in r.output and "shorter than" in r.output
+
+
+def test_bundle_script_halves_the_lms_and_keeps_the_chain(tmp_path: Path) -> None:
+    bundle = load_example("bundle_models").bundle
+    src = make_models(tmp_path / "src", stages=("semantic", "coarse", "fine"))
+    out = tmp_path / "out"
+    bundle(src, out, ["semantic", "coarse", "fine"])
+    for name in ("codec.safetensors", "semantic.safetensors"):  # the tokenizers: bit for bit
+        assert file_hash(out / name) == file_hash(src / name)
+    load_chain(out, "flat")
+    ids = torch.randint(0, 12, (1, 20))  # ids every stage reads (specials, semantic)
+    for stage in ("semantic", "coarse", "fine"):
+        a, b = load_lm(src / f"lm-{stage}.safetensors"), load_lm(out / f"lm-{stage}.safetensors")
+        assert (out / f"lm-{stage}.safetensors").stat().st_size < 0.6 * (
+            src / f"lm-{stage}.safetensors").stat().st_size
+        with torch.no_grad():
+            torch.testing.assert_close(a(ids), b(ids), atol=2e-2, rtol=2e-2)
