@@ -609,8 +609,8 @@ def eval_lm_cmd(
 TemperatureOpt = Annotated[
     Optional[list[float]],
     typer.Option("--temperature", help="Sampling temperature: once for every stage, or once per "
-                                       "stage in order (default 0.6 0.8 0.6, AudioLM's; delay: 0.6 "
-                                       "0.8; acoustic: 0.8 0.6)."),
+                                       "stage in order (default 1.0 0.8 0.6; delay: 1.0 0.8; "
+                                       "acoustic: 0.8 0.6)."),
 ]
 TopKOpt = Annotated[
     Optional[list[int]],

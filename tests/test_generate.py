@@ -86,7 +86,7 @@ def test_plan_chunks_and_fine_windows() -> None:
 
 def test_sampling_settings() -> None:
     s = G.sampling_for(("semantic", "coarse", "fine"))
-    assert [v.temperature for v in s.values()] == [0.6, 0.8, 0.6]
+    assert [v.temperature for v in s.values()] == [1.0, 0.8, 0.6]
     s = G.sampling_for(("semantic", "delay"), [1.0], [0], [0.9, 1.0])
     assert s["semantic"] == S.Sampling(1.0, None, 0.9) and s["delay"] == S.Sampling(1.0, None, None)
     with pytest.raises(G.AimusicError, match="one per stage"):
