@@ -105,7 +105,8 @@ def info(
 
 ModelsOpt = Annotated[
     Optional[Path],
-    typer.Option("--models", help="Models directory (default: $AIMUSIC_MODELS or ./models)."),
+    typer.Option("--models", help="Models directory (default: $AIMUSIC_MODELS or ./models; with "
+                                  "neither, commands that read models use the bundled ones)."),
 ]
 PresetOpt = Annotated[str, typer.Option(help="Size preset: tiny (tests), small (CPU), base (GPU).")]
 ConfigOpt = Annotated[
