@@ -26,7 +26,7 @@ def run_demo(out_dir: str | Path, models_dir: str | Path, prompt_file: str | Pat
              progress: bool = True) -> dict[str, Any]:
     """Continue the prompt, write the audio, figures, metrics.json and report.html."""
     from aimusic.audio import load_audio, save_audio
-    from aimusic.fileio import file_hash, write_json
+    from aimusic.fileio import write_json
     from aimusic.gen import continue_audio, format_timings, load_chain
     from aimusic.gen.evaluate import codec_roundtrip
     from aimusic.report import spectrogram_png
@@ -58,10 +58,9 @@ def run_demo(out_dir: str | Path, models_dir: str | Path, prompt_file: str | Pat
         spectrogram_png(out / f"{name}.png", audio, sr, marks=[prompt_seconds])
         files[name] = {"audio": f"{name}.wav", "image": f"{name}.png", "what": what,
                        "seconds": round(audio.size / sr, 2)}
-    models = {}
-    for role, path in _model_paths(chain).items():
-        p = Path(path)
-        models[role] = {"file": p.name, "hash": file_hash(p), "mb": round(p.stat().st_size / 1e6, 1)}
+    models = {role: {"file": Path(m.source_path).name, "hash": m.source_hash,
+                     "mb": round(Path(m.source_path).stat().st_size / 1e6, 1)}
+              for role, m in _chain_models(chain).items()}
     figures_file = Path(models_dir) / "figures.json"
     metrics = {
         "aimusic": __version__,
@@ -80,12 +79,10 @@ def run_demo(out_dir: str | Path, models_dir: str | Path, prompt_file: str | Pat
     return metrics
 
 
-def _model_paths(chain: Any) -> dict[str, str]:
-    paths = {"codec": getattr(chain.codec, "source_path", ""),
-             "semantic": getattr(chain.semantic, "source_path", "")}
-    for stage, lm in chain.lms.items():
-        paths[f"lm-{stage}"] = getattr(lm, "source_path", "")
-    return {k: v for k, v in paths.items() if v}
+def _chain_models(chain: Any) -> dict[str, Any]:
+    """Each loaded model of the chain by role; each knows its file and its hash."""
+    return {"codec": chain.codec, "semantic": chain.semantic,
+            **{f"lm-{stage}": lm for stage, lm in chain.lms.items()}}
 
 
 def write_demo_report(path: Path, m: dict[str, Any]) -> None:

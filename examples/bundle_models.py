@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
-from aimusic.artifacts import load_artifact, read_metadata, save_artifact
+from aimusic.artifacts import load_artifact, save_artifact
 from aimusic.fileio import file_hash
+from aimusic.lm.model import FORMAT_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN_MODELS = ("codec.safetensors", "semantic.safetensors")
@@ -29,11 +30,10 @@ TOKEN_MODELS = ("codec.safetensors", "semantic.safetensors")
 
 def half_lm(src: Path, dst: Path) -> None:
     """The LM at ``src`` with its floating tensors as float16, metadata kept."""
-    meta = read_metadata(src)
-    art = load_artifact(src, "lm", meta["version"])
+    art = load_artifact(src, "lm", FORMAT_VERSION)
     tensors = {k: v.half() if v.is_floating_point() else v for k, v in art.tensors.items()}
-    extra = {**meta["extra"], "stored_as": "float16", "float32_hash": file_hash(src)}
-    save_artifact(dst, tensors, "lm", meta["version"], meta["config"], meta["depends"], extra)
+    extra = {**art.meta["extra"], "stored_as": "float16", "float32_hash": art.hash}
+    save_artifact(dst, tensors, "lm", art.version, art.config, art.depends, extra)
 
 
 def bundle(src: Path, out: Path, stages: list[str], half: bool = True) -> list[Path]:
