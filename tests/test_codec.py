@@ -127,6 +127,19 @@ def test_residual_levels_reduce_error_and_dropout_masks_levels() -> None:
     assert 0.45 < (n == 8).float().mean() < 0.62 and int(n.min()) == 1
 
 
+def test_plain_lookups_have_no_projections_and_every_level_shrinks_the_residual() -> None:
+    torch.manual_seed(0)
+    rvq = ResidualVQ(dim=8, levels=4, size=32, codebook_dim=8).train()
+    assert not list(rvq.parameters())  # codebooks learn by EMA; nothing for an optimizer
+    z = torch.randn(4, 8, 64) + 3.0  # an offset the running centers must remove
+    for _ in range(20):  # k-means init and EMA updates only, no gradient step
+        rvq(z)
+    rvq.eval()
+    errs = [(rvq.decode(rvq.encode(z, n)) - z).pow(2).mean().item() for n in (1, 2, 3, 4)]
+    assert all(b < a for a, b in zip(errs, errs[1:])), errs
+    assert errs[-1] < 0.5 * errs[0] < 0.5 * z.var().item(), errs
+
+
 def test_chunked_streaming_equals_whole_file() -> None:
     torch.manual_seed(1)
     codec = Codec(preset_tiny()).eval()

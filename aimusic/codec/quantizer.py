@@ -7,7 +7,13 @@ there (the factorized lookup of the Descript codec); decoding adds the center ba
 code's projection into the latent. Codebooks learn by EMA from k-means initial values, and
 codes nobody chose for ``dead_after`` batches restart at random batch vectors.
 
-Why not plain lookups in the 128-d latent, as SoundStream and EnCodec do: early in a
+With ``codebook_dim`` equal to the latent's dimension there are no projections: plain
+lookups in the latent, as SoundStream and EnCodec do, so each level shrinks the residual
+the levels before it left and more levels decode closer to the encoder's latent (the
+``small`` preset). Factorized lookups do not promise that: the projections learn only
+from the decoder's loss, and a level can move the latent away.
+
+Why not plain lookups without centering: early in a
 CPU-sized run the encoder's output drifted to a constant offset 25 times its variation,
 and level 0 spent itself on it (one code took every frame; usage entropy 0.01). Centering
 removes the offset from what the codes must describe, and a small penalty on the latent's
@@ -85,8 +91,14 @@ class VectorQuantizer(nn.Module):
                  dead_after: int = 20) -> None:
         super().__init__()
         self.size, self.decay, self.dead_after = size, decay, dead_after
-        self.in_proj = weight_norm(nn.Linear(dim, codebook_dim))
-        self.out_proj = weight_norm(nn.Linear(codebook_dim, dim))
+        self.in_proj: nn.Module
+        self.out_proj: nn.Module
+        if codebook_dim >= dim:  # plain lookups in the latent itself (SoundStream, EnCodec)
+            self.in_proj = self.out_proj = nn.Identity()
+            codebook_dim = dim
+        else:
+            self.in_proj = weight_norm(nn.Linear(dim, codebook_dim))
+            self.out_proj = weight_norm(nn.Linear(codebook_dim, dim))
         self.register_buffer("embed", torch.randn(size, codebook_dim))
         self.register_buffer("cluster_size", torch.zeros(size))
         self.register_buffer("embed_sum", torch.zeros(size, codebook_dim))
