@@ -465,6 +465,47 @@ def train_lm_cmd(
             _print_lm_result(s, r)
 
 
+@app.command("train-tts")
+def train_tts_cmd(
+    tokens_dir: Annotated[
+        Path, typer.Argument(help="Token directory of a speech corpus's wav folder (`aimusic "
+                                  "tokenize CORPUS/wav -o DIR`; val/ items validate, test/ "
+                                  "items are left out).")
+    ],
+    corpus: Annotated[
+        Path, typer.Option("--corpus", help="The speech corpus (its manifest.jsonl gives each "
+                                            "file's phonemes).")
+    ] = Path("data/speech"),
+    out: Annotated[
+        Optional[Path], typer.Option("-o", "--out", help="Reading LM file (default: "
+                                                         "MODELS/lm-reading.safetensors).")
+    ] = None,
+    models: ModelsOpt = None,
+    preset: PresetOpt = "small",
+    config: ConfigOpt = None,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps.")] = None,
+    minutes: Annotated[Optional[float], typer.Option(help="Stop after this many minutes.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Sentences per step.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the saved training state.")] = False,
+) -> None:
+    """Train the reading LM of `speak`: phonemes -> semantic tokens (SPEAR-TTS's split)."""
+    from aimusic.lm.model import PRESETS
+    from aimusic.lm.train import TRAIN_PRESETS
+    from aimusic.runtime import resolve_device
+    from aimusic.voice.tts import READING_FILE, train_reading
+
+    with handle_errors():
+        target = out or _models_dir(models) / READING_FILE
+        flags = {"steps": steps, "minutes": minutes, "batch_size": batch_size}
+        model_cfg, train_cfg = _train_configs(PRESETS, TRAIN_PRESETS, preset, config, flags)
+        r = train_reading(tokens_dir, corpus, target, model_cfg, train_cfg, resolve_device(),
+                          resume=resume, show_progress=not settings.quiet)
+    stdout.print(f"lm-reading: {r['out']}  val {r['val_ce']:.4f} nats/token (unigram "
+                 f"{r['unigram_ce']:.4f}, bigram {r['bigram_ce']:.4f}; {r['train_sentences']} "
+                 f"sentences trained on, {r['val_sentences']} validated)", highlight=False,
+                 soft_wrap=True)
+
+
 @eval_app.command("codec")
 def eval_codec_cmd(
     audio_dir: Annotated[Path, typer.Argument(help="Audio to measure on (never trained on).")],
@@ -739,6 +780,61 @@ def generate_cmd(
             r = generate_audio(chain, seconds, sampling=sampling, seed=base + i, use_cache=cache,
                                progress=not settings.quiet, label=f"{i + 1}/{n} " if n > 1 else "")
             r["out"] = save_audio(out / f"sample-{i:03d}.wav", r["audio"], r["sample_rate"])
+            _print_generated(r, "")
+
+
+@app.command("speak")
+def speak_cmd(
+    text: Annotated[Optional[str], typer.Argument(help="What to say (or --text-file).")] = None,
+    voice: Annotated[
+        Optional[Path], typer.Option("--voice", help="A recording of the voice to speak in (3 s "
+                                                     "or more; default: no prompt, the acoustic "
+                                                     "LMs choose a voice, which changes with "
+                                                     "--seed).")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("-o", "--out", help="Output wav; with --text-file, a folder of "
+                                               "line-001.wav, ...")
+    ] = Path("speech.wav"),
+    text_file: Annotated[
+        Optional[Path], typer.Option("--text-file", help="Say each non-empty line of this file.")
+    ] = None,
+    temperature: TemperatureOpt = None,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
+    seed: GenSeedOpt = None,
+    models: ModelsOpt = None,
+) -> None:
+    """Text to speech in the voice of --voice: the reading LM, then the coarse and fine LMs."""
+    from aimusic.audio import load_audio, save_audio
+    from aimusic.gen import sampling_for
+    from aimusic.lm.model import load_lm
+    from aimusic.voice.tts import READING_FILE, speak_text
+
+    with handle_errors():
+        if (text is None) == (text_file is None):
+            raise AimusicError("give the text to say, or --text-file (not both)")
+        if text_file is not None:
+            try:
+                lines = [ln.strip() for ln in text_file.read_text().splitlines() if ln.strip()]
+            except OSError as e:
+                raise AimusicError(f"{text_file}: cannot read ({e.strerror})") from None
+            if not lines:
+                raise AimusicError(f"{text_file}: no text in it")
+            targets = [out / f"line-{i + 1:03d}.wav" for i in range(len(lines))]
+        else:
+            lines, targets = [str(text)], [out]
+        chain = _load_chain(models, "flat", None, None)
+        lm = load_lm(_models_in(models) / READING_FILE, "reading", chain.device)
+        audio = load_audio(voice, chain.sample_rate) if voice is not None else None
+        if voice is None:
+            console.print("no --voice: the acoustic LMs choose the voice", highlight=False)
+        sampling = sampling_for(chain.stages, temperature, top_k, top_p)
+        base = seed if seed is not None else settings.seed
+        for i, (line, target) in enumerate(zip(lines, targets)):
+            r = speak_text(chain, lm, line, audio, voice_name=str(voice), sampling=sampling,
+                           seed=None if base is None else base + i, progress=not settings.quiet)
+            r["out"] = save_audio(target, r["audio"], r["sample_rate"])
             _print_generated(r, "")
 
 

@@ -123,7 +123,7 @@ def test_coarse_acoustic_and_delay_sequences_match_their_docstrings() -> None:
 
 def test_windows_fit_the_context() -> None:
     v = Vocab(clusters=512, levels=8, codebook_size=1024)
-    for stage in L.STAGES:
+    for stage in L.WINDOWED_STAGES:
         n = L.fit_window(stage, v, 1024, 3)
         assert L.sequence_length(stage, v, n, 3) <= 1024 < L.sequence_length(stage, v, n + 1, 3)
     assert L.fit_window("coarse", v, 1024, 3) == 102  # 1 + 10 n tokens: 4 s at 25 tokens/s

@@ -76,9 +76,10 @@ def preset_small() -> CodecConfig:
 
     Plain lookups in the 128-d latent (``codebook_dim=dim``): each level then shrinks what
     the levels before it left, so more levels decode closer to the encoder's latent. With
-    8-d factorized lookups a 14-minute one-thread CPU run (1,490 steps) decoded 4 levels worse than 2 (mel distance
-    0.507, 0.529, 0.505 at 2, 4, 8 levels on recorded validation clips); plain lookups gave
-    0.522, 0.520, 0.520 and higher code usage (min 0.82 against 0.74)."""
+    8-d factorized lookups a 14-minute one-thread CPU run (1,490 steps) decoded 4 levels
+    worse than 2 (mel distance 0.507, 0.529, 0.505 at 2, 4, 8 levels on recorded
+    validation clips); plain lookups gave 0.522, 0.520, 0.520 and higher code usage (min
+    0.82 against 0.74)."""
     return CodecConfig(patch=8, channels=64, ratios=(4, 5, 2), dilations=(1, 3), dim=128,
                        codebook_dim=128)
 

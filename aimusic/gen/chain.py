@@ -270,21 +270,29 @@ def stage_seed(seed: int, stage: str) -> int:
 def sample_tokens(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: int,
                   sampling: dict[str, Sampling], seed: int = 0, use_cache: bool = True,
                   progress: StageProgress | None = None, threads: bool | None = None,
+                  given: torch.Tensor | None = None,
                   ) -> tuple[torch.Tensor, torch.Tensor, dict[str, dict[str, float]]]:
     """Prompt semantic [P] and codes [K, fpt * P] (P may be 0) -> n new semantic tokens,
     their codes [K, fpt * n], and per stage: seconds (start to end), waited (for the stage
     before) and tokens. ``threads`` (default: when torch may use two or more threads) runs
     the stages side by side, one torch thread each. The acoustic layout has no semantic
-    stage: it reads only the prompt's codes and returns no semantic tokens ([0])."""
+    stage: it reads only the prompt's codes and returns no semantic tokens ([0]).
+    ``given`` (the n new semantic tokens, from ``speak``'s reading LM) skips the semantic
+    stage: the acoustic stages render those."""
     fpt, P, K = chain.frames_per_token, semantic.shape[0], chain.codec.cfg.levels
     if codes.shape[1] != fpt * P:
         raise ValueError(f"{codes.shape[1]} prompt frames for {P} semantic tokens")
     progress = progress or StageProgress(False)
+    if given is not None and (given.shape != (n,) or "semantic" not in chain.stages):
+        raise ValueError(f"given semantic tokens {list(given.shape)} for {n} new tokens "
+                         f"in the {chain.layout} layout")
+    stages = tuple(s for s in chain.stages if given is None or s != "semantic")
     totals = stage_tokens(chain, P, n)
     decs, win, T = chain.decoders, chain.windows, P + n
     gens = {s: torch.Generator(device=chain.device).manual_seed(stage_seed(seed, s))
             for s in chain.stages}
-    sem_out = S.Stream(semantic.long().cpu())
+    sem_out = S.Stream(semantic.long().cpu()) if given is None else \
+        S.Stream(torch.cat([semantic.long().cpu(), given.long().cpu()]), closed=True)
     c = chain.coarse_lm
     kc = chain.lms[c].cfg.coarse_levels if c is not None else K
     coarse_out = S.Stream(codes[:kc].long().cpu())
@@ -311,7 +319,7 @@ def sample_tokens(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: 
 
     sp = sampling
     jobs: list[tuple[str, Callable[[Tick], Any], S.Stream | None]] = []
-    if "semantic" in chain.stages:
+    if "semantic" in stages:
         jobs.append(("semantic", job("semantic", lambda t: S.semantic_stage(
             decs["semantic"], win["semantic"], semantic, n, sp["semantic"], gens["semantic"],
             use_cache, t, sem_out)), sem_out))
@@ -338,11 +346,11 @@ def sample_tokens(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: 
         torch.set_num_threads(1)  # one core per stage: several threads per op would fight
     try:
         with progress:
-            bars = {s: progress.bar(s, totals[s]) for s in chain.stages}
+            bars = {s: progress.bar(s, totals[s]) for s in stages}
             results = S.run_stages(jobs, threads, lambda s: bars[s])
     finally:
         torch.set_num_threads(before)
-    new_sem = results.get("semantic", torch.zeros(0, dtype=torch.long))
+    new_sem = results.get("semantic", torch.zeros(0, dtype=torch.long)) if given is None else given
     if chain.layout == "delay":
         return new_sem, results["delay"][:, fpt * P:], stats
     new_codes = results["fine"]

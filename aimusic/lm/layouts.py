@@ -24,6 +24,11 @@ Stages (AudioLM, Borsos et al. 2022; MusicGen's delay pattern, Copet et al. 2023
   coarse LM that never sees semantic tokens; generation skips the semantic stage). Its
   windows count semantic tokens' worth of frames, as the coarse stage's do, and its
   table is the coarse stage's
+- ``reading`` (text to speech, SPEAR-TTS's "reading" model): ``BOS p0 p1 .. SEP s0 s1 ..
+  END``, the phonemes of a sentence then the semantic tokens of it spoken, ``END`` when
+  the speech ends. It never sees acoustic ids, so its own symbols take the ids above the
+  semantic range: ``END`` at ``acoustic_offset``, then the phoneme inventory
+  (``aimusic.text.phonemes``). Its table stops after the phonemes
 
 Each builder returns ``(ids, mask)``: ``mask`` is True where the token is a prediction
 target (predicted from the position before it), so a loss reads ``mask[..., 1:]``. The
@@ -42,7 +47,9 @@ import torch
 
 PAD, BOS, SEP = 0, 1, 2
 N_SPECIAL = 3
-STAGES = ("semantic", "coarse", "fine", "delay", "acoustic")
+# stages of audio tokens, trained by `train-lm` in windows of a long token stream
+WINDOWED_STAGES = ("semantic", "coarse", "fine", "delay", "acoustic")
+STAGES = (*WINDOWED_STAGES, "reading")  # reading: one sentence a sequence (`train-tts`)
 
 Range = tuple[int, int]  # allowed ids [lo, hi)
 
@@ -54,6 +61,7 @@ class Vocab:
     clusters: int  # semantic vocabulary
     levels: int  # codec levels
     codebook_size: int  # codes per level
+    phonemes: int = 0  # phoneme inventory of the reading stage (0: no reading stage)
 
     @property
     def semantic_offset(self) -> int:
@@ -91,9 +99,27 @@ class Vocab:
         check_stage(stage)
         if stage == "semantic":
             return self.acoustic_offset
+        if stage == "reading":
+            return self.phoneme_offset + self.phonemes
         if stage in ("coarse", "acoustic"):
             return self.acoustic_offset + coarse_levels * self.codebook_size
         return self.size
+
+    @property
+    def end_id(self) -> int:
+        """The reading stage's end of speech (an id no other stage's table has)."""
+        return self.acoustic_offset
+
+    @property
+    def phoneme_offset(self) -> int:
+        """The reading stage's first phoneme id: phoneme p is ``phoneme_offset + p``."""
+        return self.acoustic_offset + 1
+
+    def phoneme_ids(self, phonemes: Any) -> torch.Tensor:
+        """Phoneme ids of the inventory [...] -> the reading stage's ids [...]."""
+        t = _long(phonemes)
+        _check(t, 0, self.phonemes, "phonemes")
+        return t + self.phoneme_offset
 
     def semantic_ids(self, tokens: Any) -> torch.Tensor:
         """Semantic tokens [...] (0..clusters-1) -> ids [...]."""
@@ -164,6 +190,8 @@ def sequence_length(stage: str, vocab: Vocab, n: int, coarse_levels: int,
     ``fine``), with ``frames_per_token * n`` acoustic frames beside semantic ones (the
     ``acoustic`` stage has those frames and no semantic tokens)."""
     check_stage(stage)
+    if stage == "reading":
+        raise ValueError("the reading stage is not windowed: a sentence is one sequence")
     frames = frames_per_token * n
     if stage == "semantic":
         return n + 1
@@ -443,5 +471,58 @@ def allowed_delay(vocab: Vocab, n_semantic: int, frames: int) -> Callable[[int],
             return [(SEP, SEP + 1)] + [pad] * (K - 1)
         t = i - n_semantic - 1
         return [vocab.level_range(k) if 0 <= t - k < frames else pad for k in range(K)]
+
+    return allowed
+
+
+# -- reading stage (text to speech) ---------------------------------------------------
+
+
+def reading_sequence(vocab: Vocab, phonemes: Any, semantic: Any,
+                     end: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Phonemes [M] and the semantic tokens of them spoken [N] -> ids, mask [M + N + 3]
+    (one sentence: no batch dimension; ``end=False`` leaves END off, [M + N + 2]).
+
+    ```
+    phonemes  7 9          semantic  4 4 1        (clusters = 16: END 19, phoneme p p + 20)
+    ids    1 27 29  2  7  7  4 19                 (BOS, phonemes, SEP, tokens + 3, END)
+    mask   F  F  F  F  T  T  T  T
+    ```
+    The targets are the semantic tokens and END: the model learns when the speech ends.
+    """
+    ph = vocab.phoneme_ids(phonemes).reshape(-1)
+    sem = vocab.semantic_ids(semantic).reshape(-1)
+    tail = [torch.tensor([vocab.end_id])] if end else []
+    ids = torch.cat([torch.tensor([BOS]), ph, torch.tensor([SEP]), sem, *tail])
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    mask[ph.shape[0] + 2:] = True
+    return ids, mask
+
+
+def reading_from_sequence(vocab: Vocab, ids: Any, n_phonemes: int) -> torch.Tensor:
+    """Inverse of ``reading_sequence``: ids [M + N + 2 (+ 1)] -> the semantic tokens [N]
+    before END (all after SEP when there is no END)."""
+    t = _long(ids).reshape(-1)
+    _check(t[:1], BOS, BOS + 1, "the first id (BOS)")
+    _check(t[n_phonemes + 1:n_phonemes + 2], SEP, SEP + 1, f"id {n_phonemes + 1} (SEP)")
+    sem = t[n_phonemes + 2:]
+    stop = (sem == vocab.end_id).nonzero()
+    if stop.numel():
+        sem = sem[:int(stop[0])]
+    return vocab.semantic_tokens(sem)
+
+
+def allowed_reading(vocab: Vocab, n_phonemes: int) -> Callable[[int], Range]:
+    """Position -> allowed ids: BOS, phonemes, SEP, then semantic ids or END."""
+    lo, hi = vocab.semantic_range()
+
+    def allowed(i: int) -> Range:
+        if i == 0:
+            return BOS, BOS + 1
+        if i <= n_phonemes:
+            return vocab.phoneme_offset, vocab.phoneme_offset + vocab.phonemes
+        if i == n_phonemes + 1:
+            return SEP, SEP + 1
+        return lo, vocab.end_id + 1  # END is the id right after the semantic range
 
     return allowed

@@ -52,6 +52,7 @@ class LMConfig:
     levels: int = 8  # codec levels
     codebook_size: int = 1024
     coarse_levels: int = 3  # levels the coarse (and acoustic) stage predicts; fine the rest
+    phonemes: int = 0  # the reading stage's phoneme inventory (aimusic.text.phonemes)
     # the transformer
     dim: int = 256
     layers: int = 6
@@ -62,7 +63,7 @@ class LMConfig:
 
     @property
     def layout(self) -> Vocab:
-        return Vocab(self.clusters, self.levels, self.codebook_size)
+        return Vocab(self.clusters, self.levels, self.codebook_size, self.phonemes)
 
     @property
     def vocab(self) -> int:
@@ -83,6 +84,8 @@ class LMConfig:
             raise ConfigError(f"unknown LM stage {self.stage!r}; choose one of: {', '.join(STAGES)}")
         if self.dim % self.heads or (self.dim // self.heads) % 2:
             raise ConfigError(f"dim {self.dim} must split into {self.heads} heads of an even width")
+        if self.stage == "reading" and self.phonemes < 1:
+            raise ConfigError("the reading stage needs its phoneme inventory (phonemes >= 1)")
         if self.stage in ("coarse", "fine", "acoustic") and not 1 <= self.coarse_levels < self.levels:
             raise ConfigError(f"coarse_levels {self.coarse_levels} must be 1..{self.levels - 1}")
 

@@ -91,8 +91,10 @@ def stages_for(stage: str, layout: str) -> list[str]:
         raise ConfigError(f"unknown layout {layout!r}; choose flat or delay")
     if stage == "all":
         return ["semantic", "delay"] if layout == "delay" else list(FLAT_STAGES)
-    if stage not in L.STAGES:
-        raise ConfigError(f"unknown stage {stage!r}; choose all, {', '.join(L.STAGES)}")
+    if stage == "reading":
+        raise ConfigError("the reading stage learns from text: train it with `aimusic train-tts`")
+    if stage not in L.WINDOWED_STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; choose all, {', '.join(L.WINDOWED_STAGES)}")
     if layout == "delay" and stage in ("coarse", "fine", "acoustic"):
         raise ConfigError(f"the delay layout has no {stage} stage: it trains semantic and delay")
     return [stage]

@@ -1,0 +1,361 @@
+"""Text to speech, SPEAR-TTS's split: a *reading* LM turns phonemes into semantic tokens,
+and the acoustic stages of ``continue`` (coarse, fine, codec decoder) render those tokens in
+the voice of a prompt.
+
+Why this split and not VALL-E's (phonemes and prompt codes straight to codes): the reading
+LM is the only new model. Semantic tokens carry what is said and little of who says it, so
+it learns from the transcribed utterances alone, while the acoustic LMs that carry the
+voice are the ones speech continuation trains on untranscribed audio (the asterisk
+recordings with no English text included). One flat sequence per sentence (layout
+``reading`` in ``aimusic.lm.layouts``)::
+
+    BOS p0 p1 .. p(M-1) SEP s0 s1 .. s(N-1) END
+
+The model is the stage LM of every other stage (``aimusic.lm.model.TokenLM``), trained on
+the transcribed items of a token directory made from a speech corpus (``aimusic tokenize``
+on its wav folder): each item's semantic tokens, paired with the phonemes its
+``manifest.jsonl`` entry lists. Speaking: phonemize the text, sample semantic tokens until
+END, then the coarse and fine LMs continue the voice prompt's tokens with those semantic
+tokens, and the codec decodes the new frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aimusic.artifacts import load_state, save_state
+from aimusic.errors import AimusicError
+from aimusic.lm import layouts as L
+from aimusic.lm.baselines import BaselineScore, fit
+from aimusic.lm.model import LMConfig, TokenLM, next_token_loss, sample, save_lm
+from aimusic.lm.train import LMTrainConfig, lr_at, make_optimizer, plan_steps, split_items
+from aimusic.tokens.reader import TokenDataset
+
+log = logging.getLogger("aimusic")
+
+READING_FILE = "lm-reading.safetensors"
+MIN_VOICE_SECONDS = 1.0
+
+
+@dataclass
+class Reading:
+    """One transcribed utterance: phoneme ids (``aimusic.text.phonemes``) and its semantic
+    tokens."""
+
+    source: str
+    phonemes: torch.Tensor  # [M]
+    semantic: torch.Tensor  # [N]
+
+    def length(self) -> int:
+        return self.phonemes.numel() + self.semantic.numel() + 3
+
+
+# -- data ------------------------------------------------------------------------------
+
+
+def _suffixes(path: str) -> list[str]:
+    parts = Path(path).as_posix().split("/")
+    return ["/".join(parts[i:]) for i in range(len(parts))]
+
+
+def transcripts_for(sources: list[str], entries: list[dict]) -> list[list[int] | None]:
+    """Phoneme ids of each token source, from speech-corpus manifest entries (``path``,
+    ``phonemes``). A source matches the entry whose path ends with it (token directories
+    store paths relative to the folder that was tokenized); None where no entry, or more
+    than one, matches, or the entry has no phonemes."""
+    from aimusic.text import phonemes as ph
+
+    index: dict[str, int | None] = {}
+    for k, e in enumerate(entries):
+        for suf in _suffixes(e["path"]):
+            index[suf] = None if suf in index and index[suf] != k else k
+    out: list[list[int] | None] = []
+    for src in sources:
+        hit = index.get(Path(src).as_posix())
+        text = entries[hit].get("phonemes") if hit is not None else None
+        out.append(ph.encode(ph.from_string(text)) if text else None)
+    return out
+
+
+def load_readings(tokens_dir: str | Path, corpus: str | Path, max_len: int
+                  ) -> tuple[TokenDataset, list[Reading], dict[str, int]]:
+    """The transcribed items of a token directory that fit ``max_len``, and counts of the
+    items left out (no transcript, too long)."""
+    from aimusic.voice.evaluate import read_corpus
+
+    ds = TokenDataset(tokens_dir)
+    entries, _ = read_corpus(Path(corpus))
+    found = transcripts_for(ds.sources, entries)
+    readings, skipped = [], {"no_transcript": 0, "too_long": 0}
+    for i, ids in enumerate(found):
+        if not ids:
+            skipped["no_transcript"] += 1
+            continue
+        sem, _ = ds.item(i)
+        r = Reading(ds.sources[i], torch.tensor(ids), sem)
+        if r.length() > max_len:
+            skipped["too_long"] += 1
+            continue
+        readings.append(r)
+    if not readings:
+        raise AimusicError(f"{tokens_dir}: none of its {len(ds)} items has a transcript in "
+                           f"{Path(corpus) / 'manifest.jsonl'} that fits {max_len} tokens; "
+                           "tokenize the corpus's wav folder")
+    return ds, readings, skipped
+
+
+def reading_batch(vocab: L.Vocab, readings: list[Reading]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sentences laid out (``reading_sequence``) and right-padded with PAD: ids, mask [B, T]
+    (padding is never a target)."""
+    seqs = [L.reading_sequence(vocab, r.phonemes, r.semantic) for r in readings]
+    T = max(ids.numel() for ids, _ in seqs)
+    ids = torch.full((len(seqs), T), L.PAD, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.bool)
+    for b, (i, m) in enumerate(seqs):
+        ids[b, :i.numel()], mask[b, :m.numel()] = i, m
+    return ids, mask
+
+
+def baselines(train: list[Reading], val: list[Reading], clusters: int) -> dict[str, float]:
+    """Text-free baselines of the reading targets (semantic tokens, then END as token
+    ``clusters``): unigram and bigram cross entropy on ``val``, fitted on ``train``."""
+    def stream(r: Reading) -> np.ndarray:
+        return np.concatenate([r.semantic.numpy(), [clusters]])
+
+    counts = fit((stream(r) for r in train), clusters + 1)
+    score = BaselineScore()
+    for r in val:
+        score.add(counts, stream(r))
+    return score.result()
+
+
+@torch.no_grad()
+def reading_ce(model: TokenLM, vocab: L.Vocab, readings: list[Reading], device: torch.device,
+               batch_size: int = 16) -> float:
+    """Mean cross entropy (nats per target token) of the readings' semantic tokens and END."""
+    was = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for k in range(0, len(readings), batch_size):
+        ids, mask = reading_batch(vocab, readings[k:k + batch_size])
+        ids, mask = ids.to(device), mask.to(device)
+        n = int(mask[:, 1:].sum())
+        total += float(next_token_loss(model(ids), ids, mask)) * n
+        count += n
+    model.train(was)
+    return total / max(1, count)
+
+
+# -- training --------------------------------------------------------------------------
+
+
+def fit_reading(model: TokenLM, train: list[Reading], val: list[Reading], cfg: LMTrainConfig,
+                device: torch.device, state_file: Path | None = None, resume: bool = False,
+                on_val: Any = None, show_progress: bool = True) -> dict[str, Any]:
+    """Train ``model`` on ``train`` (random batches of whole sentences), measuring ``val``
+    every ``val_every`` steps; the training state goes to ``state_file`` at each
+    measurement (``resume`` continues from it). ``on_val(model, metrics)`` is called after
+    each measurement. Returns the last metrics and the history."""
+    from aimusic.progress import TrainProgress
+
+    vocab = model.cfg.layout
+    model.to(device).train()
+    opt = make_optimizer(model, cfg, device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step, history, planned, elapsed = 0, [], cfg.steps, 0.0
+    if resume and state_file is not None:
+        st = load_state(state_file)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        gen.set_state(st["gen"])
+        step, history, planned, elapsed = st["step"], st["history"], st["planned"], st["elapsed"]
+    metrics: dict[str, Any] = history[-1] if history else {}
+    t0, start = time.monotonic() - elapsed, step
+    with TrainProgress("reading", planned, step, show_progress) as bar:
+        while step < planned:
+            idx = torch.randint(len(train), (cfg.batch_size,), generator=gen).tolist()
+            ids, mask = reading_batch(vocab, [train[i] for i in idx])
+            ids, mask = ids.to(device), mask.to(device)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg, planned)
+            loss = next_token_loss(model(ids), ids, mask)
+            if not math.isfinite(float(loss.detach())):
+                raise AimusicError(f"reading LM: non-finite loss at step {step}; lower the "
+                                   "learning rate (train: {lr: ...} in --config)")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            elapsed = time.monotonic() - t0
+            if cfg.minutes > 0:
+                planned = plan_steps(cfg, step, step - start, elapsed)
+                bar.set_total(planned)
+                if elapsed >= cfg.minutes * 60:
+                    planned = step
+            bar.update(step, {"loss": float(loss.detach())})
+            if step % cfg.val_every == 0 or step >= planned:
+                metrics = {"step": step, "train_ce": float(loss.detach()),
+                           "val_ce": reading_ce(model, vocab, val, device),
+                           "seconds": round(elapsed, 1)}
+                history.append(metrics)
+                bar.note(metrics)
+                if on_val is not None:
+                    on_val(model, metrics)
+                if state_file is not None:
+                    save_state(state_file, {"model": model.state_dict(), "opt": opt.state_dict(),
+                                            "gen": gen.get_state(), "step": step,
+                                            "history": history, "planned": planned,
+                                            "elapsed": elapsed})
+    return {**metrics, "history": history}
+
+
+def train_reading(tokens_dir: str | Path, corpus: str | Path, out: str | Path,
+                  model_cfg: LMConfig, train_cfg: LMTrainConfig, device: torch.device,
+                  resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
+    """Train the reading LM on the transcribed items of ``tokens_dir`` (phonemes from
+    ``corpus``'s manifest.jsonl); writes ``out`` and ``out``'s training state beside it."""
+    from aimusic.text import phonemes as ph
+
+    ds, readings, skipped = load_readings(tokens_dir, corpus, model_cfg.max_len)
+    m = ds.manifest
+    cfg = LMConfig(**{**model_cfg.__dict__, "stage": "reading", "clusters": int(m["clusters"]),
+                      "levels": int(m["levels"]), "codebook_size": int(m["codebook_size"]),
+                      "phonemes": ph.VOCAB_SIZE})
+    torch.manual_seed(train_cfg.seed)
+    model = TokenLM(cfg)
+    tr, va = split_items([r.source for r in readings])
+    train, val = [readings[i] for i in tr], [readings[i] for i in va]
+    if not val:
+        val = train[:1]
+    base = baselines(train, val, cfg.clusters)
+    log.info("reading LM: %d sentences to train on, %d to validate (%s skipped)", len(train),
+             len(val), ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in skipped.items()))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = {"tokens": str(tokens_dir), "corpus": str(corpus), "train_sentences": len(train),
+            "val_sentences": len(val), **skipped}
+
+    def save(mdl: TokenLM, metrics: dict[str, Any]) -> None:
+        save_lm(mdl, out, depends=ds.depends,
+                extra={"steps": metrics["step"], "val_ce": metrics["val_ce"], **base,
+                       "data": data, "inventory_version": ph.INVENTORY_VERSION})
+
+    r = fit_reading(model, train, val, train_cfg, device, out.with_suffix(".state.pt"), resume,
+                    save, show_progress)
+    return {**r, **base, "out": out, **data}
+
+
+# -- speaking --------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def read_text(lm: TokenLM, phonemes: list[int], temperature: float = 1.0,
+              top_k: int | None = None, top_p: float | None = None,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """Phoneme ids [M] -> semantic tokens [N], sampled until END or the context is full."""
+    vocab = lm.cfg.layout
+    ids, _ = L.reading_sequence(vocab, phonemes, [], end=False)
+    if ids.numel() >= lm.cfg.max_len:
+        raise AimusicError(f"the text is {len(phonemes)} phonemes long; the reading LM reads "
+                           f"at most {lm.cfg.max_len - 3} at once: split it into sentences")
+    device = next(lm.parameters()).device
+    lo, end = vocab.semantic_range()[0], vocab.end_id
+    cache = lm.new_cache()
+    logits = lm(ids[None].to(device), cache)[:, -1]
+    out: list[int] = []
+    for _ in range(lm.cfg.max_len - ids.numel()):
+        tok = int(sample(logits[:, lo:end + 1], temperature, top_k, top_p, generator)) + lo
+        if tok == end:
+            break
+        out.append(tok)
+        if ids.numel() + len(out) >= lm.cfg.max_len:
+            break
+        logits = lm(torch.tensor([[tok]], device=device), cache)[:, -1]
+    return vocab.semantic_tokens(torch.tensor(out, dtype=torch.long))
+
+
+def check_voice(audio: np.ndarray, sr: int, name: str) -> None:
+    """A voice prompt must be long enough and not silent."""
+    from aimusic.audio import rms_db
+    from aimusic.gen.chain import SILENCE_DB
+
+    if audio.size < MIN_VOICE_SECONDS * sr:
+        raise AimusicError(f"{name}: a voice of {audio.size / sr:.2f} s is too short; give at "
+                           f"least {MIN_VOICE_SECONDS:g} s (3 s or more is best)")
+    level = rms_db(audio)
+    if level < SILENCE_DB:
+        raise AimusicError(f"{name}: the voice recording is silent ({level:.0f} dBFS)")
+
+
+def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = None, *,
+               voice_name: str = "<voice>", sampling: dict[str, Any] | None = None,
+               reading_temperature: float = 1.0, seed: int | None = None,
+               progress: bool = False) -> dict[str, Any]:
+    """Say ``text`` in the voice of ``voice`` (mono float32 at the codec's rate; None: the
+    acoustic LMs choose a voice). Returns what ``continue_audio`` returns, with the
+    ``phonemes`` and the number of semantic tokens read."""
+    from aimusic.gen.chain import (
+        StageProgress,
+        decode_after,
+        encode_prompt,
+        fresh_seed,
+        sample_tokens,
+        sampling_for,
+        stage_seed,
+    )
+    from aimusic.text import phonemes as ph
+
+    if chain.layout != "flat":
+        raise AimusicError(f"speak renders with the coarse and fine LMs (flat layout), not "
+                           f"the {chain.layout} layout")
+    if lm.depends.get("semantic") != chain.semantic.source_hash:
+        raise AimusicError(f"{lm.source_path}: the reading LM was trained on tokens of the "
+                           f"semantic model {lm.depends.get('semantic')}, not the one in use "
+                           f"({chain.semantic.source_hash})")
+    t0 = time.perf_counter()
+    phones = ph.phonemize([text])[0]
+    if not [p for p in phones if p not in (ph.WORD, ph.CLAUSE)]:
+        raise AimusicError(f"nothing to say in {text!r}")
+    seed = fresh_seed(seed)
+    sr, hop, K = chain.sample_rate, chain.token_samples, chain.codec.cfg.levels
+    if voice is not None:
+        check_voice(voice, sr, voice_name)
+        sem, codes = encode_prompt(chain, voice, chain.max_prompt_tokens(), voice_name)
+    else:
+        sem, codes = torch.zeros(0, dtype=torch.long), torch.zeros(K, 0, dtype=torch.long)
+    t_enc = time.perf_counter() - t0
+    gen = torch.Generator().manual_seed(stage_seed(seed, "reading"))
+    t1 = time.perf_counter()
+    read = read_text(lm, ph.encode(phones), reading_temperature, generator=gen)
+    t_read = time.perf_counter() - t1
+    if read.numel() == 0:
+        raise AimusicError(f"the reading LM ended {text!r} before saying anything; "
+                           "try another --seed")
+    _, new_codes, stats = sample_tokens(chain, sem, codes, read.numel(),
+                                        sampling or sampling_for(chain.stages), seed,
+                                        progress=StageProgress(progress), given=read)
+    t2 = time.perf_counter()
+    if codes.shape[1]:
+        _, audio = decode_after(chain, codes, new_codes, 0)
+    else:
+        from aimusic.gen.chain import decode_codes
+
+        audio = decode_codes(chain, new_codes)
+    seconds = read.numel() * hop / sr
+    audio = audio[:int(round(seconds * sr))]
+    t_dec = time.perf_counter() - t2
+    total = time.perf_counter() - t0
+    stats = {"reading": {"seconds": t_read, "tokens": int(read.numel()), "waited": 0.0}, **stats}
+    return {"audio": audio, "sample_rate": sr, "seed": seed, "seconds": seconds,
+            "stages": stats, "encode": t_enc, "decode": t_dec, "total": total,
+            "x_realtime": seconds / total, "phonemes": ph.to_string(phones),
+            "voice_seconds": sem.numel() * hop / sr}

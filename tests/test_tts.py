@@ -1,0 +1,161 @@
+"""Text to speech: the reading layout, transcripts, a reading LM that learns, and `train-tts`
+and `speak` end to end through the CLI with tiny models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SR, melody
+from test_generate import cli, fail, make_models
+
+from aimusic.audio import audio_info, save_audio
+from aimusic.lm import layouts as L
+from aimusic.lm.model import LMConfig, TokenLM, load_lm
+from aimusic.lm.train import LMTrainConfig
+from aimusic.semantic.model import load_semantic
+from aimusic.voice import tts as T
+
+VOCAB = L.Vocab(clusters=16, levels=8, codebook_size=64, phonemes=10)
+
+
+def test_reading_layout_round_trip_mask_and_allowed_ids() -> None:
+    ids, mask = L.reading_sequence(VOCAB, [7, 9], [4, 4, 1])
+    # BOS, phonemes at 20 + p, SEP, semantic at 3 + s, END at 19
+    assert ids.tolist() == [1, 27, 29, 2, 7, 7, 4, 19]
+    assert mask.tolist() == [False] * 4 + [True] * 4
+    assert L.reading_from_sequence(VOCAB, ids, 2).tolist() == [4, 4, 1]
+    assert L.reading_from_sequence(VOCAB, ids[:-2], 2).tolist() == [4, 4]  # no END yet
+    open_ids, open_mask = L.reading_sequence(VOCAB, [7, 9], [], end=False)
+    assert open_ids.tolist() == [1, 27, 29, 2] and not open_mask.any()
+    allowed = L.allowed_reading(VOCAB, 2)
+    assert allowed(0) == (1, 2) and allowed(1) == (20, 30) and allowed(3) == (2, 3)
+    assert allowed(4) == (3, 20)  # every semantic id, and END
+    assert VOCAB.stage_size("reading", 3) == 30
+    with pytest.raises(ValueError, match="phonemes out of range"):
+        L.reading_sequence(VOCAB, [10], [1])
+    with pytest.raises(ValueError, match="SEP"):
+        L.reading_from_sequence(VOCAB, ids, 1)
+    with pytest.raises(ValueError, match="not windowed"):
+        L.sequence_length("reading", VOCAB, 4, 3)
+
+
+def test_transcripts_match_token_sources_by_path_suffix() -> None:
+    entries = [{"path": "wav/train/a/u1.wav", "phonemes": "h ə l"},
+               {"path": "wav/train/b/u1.wav", "phonemes": "w ɜː l d"},
+               {"path": "wav/train/b/u2.wav", "phonemes": ""}]
+    found = T.transcripts_for(["a/u1.wav", "train/b/u1.wav", "u1.wav", "b/u2.wav", "c/x.wav"],
+                              entries)
+    assert found[0] is not None and len(found[0]) == 3
+    assert found[1] is not None and len(found[1]) == 4
+    assert found[2] is None  # two entries end with u1.wav: ambiguous
+    assert found[3] is None and found[4] is None  # no phonemes; no entry
+
+
+def _synthetic_readings(n: int, seed: int) -> list[T.Reading]:
+    """A language where phoneme p is spoken as token p for 2 + p % 3 frames: a model that
+    reads the phonemes predicts every token but the switches; one that does not, cannot."""
+    g = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        ph = g.integers(0, 10, size=int(g.integers(3, 7)))
+        sem = np.concatenate([np.full(2 + p % 3, p) for p in ph])
+        out.append(T.Reading(f"u{seed}-{k}", torch.tensor(ph), torch.tensor(sem)))
+    return out
+
+
+def test_reading_lm_learns_to_read_far_below_text_free_baselines() -> None:
+    torch.manual_seed(0)
+    cfg = LMConfig(stage="reading", clusters=16, levels=8, codebook_size=64, phonemes=10,
+                   dim=64, layers=2, heads=2, max_len=64)
+    train, val = _synthetic_readings(400, 0), _synthetic_readings(40, 1)
+    base = T.baselines(train, val, 16)
+    model = TokenLM(cfg)
+    before = T.reading_ce(model, cfg.layout, val, torch.device("cpu"))
+    r = T.fit_reading(model, train, val, LMTrainConfig(steps=300, batch_size=16, lr=3e-3,
+                                                       warmup=20, val_every=150),
+                      torch.device("cpu"), show_progress=False)
+    assert r["step"] == 300 and len(r["history"]) == 2
+    # the bigram sees runs but not which phoneme comes next; the reader does
+    assert r["val_ce"] < 0.5 * base["bigram_ce"] < before, (r["val_ce"], base, before)
+    gen = torch.Generator().manual_seed(0)
+    said = T.read_text(model, [3, 7], temperature=0.01, generator=gen)
+    runs = [int(v) for k, v in enumerate(said) if k == 0 or v != said[k - 1]]
+    assert runs == [3, 7] and 4 <= said.numel() <= 6, said  # what to say; about how long
+
+
+def _need_espeak() -> None:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed: sudo apt-get install espeak-ng")
+
+
+@pytest.fixture(scope="module")
+def speech_setup(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A two-speaker 'corpus' of synthetic signals with real phoneme transcripts, tiny random
+    chain models, and its tokens."""
+    _need_espeak()
+    from aimusic.text import phonemes as ph
+
+    root = tmp_path_factory.mktemp("tts")
+    corpus, models = root / "speech", make_models(root / "models", ("semantic", "coarse", "fine"))
+    texts = ["Hello world.", "The cat sat on the mat.", "Music is made of sound.",
+             "A short sentence.", "Read this aloud.", "One more line to say."]
+    lines = []
+    for k, (text, phones) in enumerate(zip(texts, ph.phonemize(texts))):
+        split = "val" if k == 5 else "train"
+        path = f"wav/{split}/spk{k % 2}/u{k}.wav"
+        save_audio(corpus / path, melody(1.0 + 0.2 * k, seed=k), SR)
+        lines.append({"path": path, "speaker": f"spk{k % 2}", "text": text,
+                      "phonemes": ph.to_string(phones), "split": split})
+    (corpus / "manifest.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+    cli("tokenize", str(corpus / "wav"), "-o", str(root / "tokens"), "--models", str(models),
+        "--workers", "1")
+    return corpus, models, root / "tokens"
+
+
+def test_train_tts_and_speak_through_the_cli(speech_setup, tmp_path: Path) -> None:
+    corpus, models, tokens = speech_setup
+    out = cli("train-tts", str(tokens), "--corpus", str(corpus), "--models", str(models),
+              "--preset", "tiny", "--steps", "6")
+    assert "lm-reading" in out and "5 sentences trained on, 1 validated" in out
+    lm = load_lm(models / "lm-reading.safetensors", "reading")
+    assert lm.depends["semantic"] == load_semantic(models / "semantic.safetensors").source_hash
+    voice = tmp_path / "voice.wav"
+    save_audio(voice, melody(1.5, seed=9), SR)
+    wav = tmp_path / "said.wav"
+    out = cli("--seed", "3", "speak", "Hello there.", "--voice", str(voice), "-o", str(wav),
+              "--models", str(models))
+    info = audio_info(wav)
+    assert info.sample_rate == SR and 0 < info.duration <= 7.0, info
+    again = tmp_path / "again.wav"
+    cli("--seed", "3", "speak", "Hello there.", "--voice", str(voice), "-o", str(again),
+        "--models", str(models))
+    assert wav.read_bytes() == again.read_bytes()  # same seed, same speech
+    lines = tmp_path / "lines.txt"
+    lines.write_text("First line.\n\nSecond one.\n")
+    out = cli("speak", "--text-file", str(lines), "-o", str(tmp_path / "many"), "--models",
+              str(models), "--seed", "1")
+    assert "choose the voice" in out
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["line-001.wav", "line-002.wav"]
+
+
+def test_speak_refuses_a_bad_voice_with_the_file_named(speech_setup, tmp_path: Path) -> None:
+    _, models, _ = speech_setup
+    if not (models / "lm-reading.safetensors").exists():
+        pytest.skip("needs the reading LM of the CLI test")
+    silent, short = tmp_path / "silent.wav", tmp_path / "short.wav"
+    save_audio(silent, np.zeros(2 * SR, np.float32), SR)
+    save_audio(short, melody(0.3), SR)
+    m = str(models)
+    assert "missing.wav" in fail("speak", "Hi.", "--voice", str(tmp_path / "missing.wav"), "--models", m)
+    assert "silent" in fail("speak", "Hi.", "--voice", str(silent), "--models", m)
+    msg = fail("speak", "Hi.", "--voice", str(short), "--models", m)
+    assert "short.wav" in msg and "too short" in msg
+    voice = tmp_path / "voice.wav"
+    save_audio(voice, melody(1.5), SR)
+    assert "nothing to say" in fail("speak", " ... ", "--voice", str(voice), "--models", m)
+    assert "not both" in fail("speak", "Hi.", "--text-file", str(short), "--models", m)
