@@ -19,7 +19,7 @@ CORPUS  ?= data/corpus
 SPEECH  ?= data/speech
 MODELS  ?= models
 
-.PHONY: help install system-deps music-deps test test-slow lint bench corpus corpus-small speech-deps speech-corpus demo demo-codec pipeline clean
+.PHONY: help install system-deps music-deps test test-slow lint bench corpus corpus-small speech-deps speech-corpus demo demo-codec pipeline voice-pipeline clean
 
 help:
 	@echo "make install      .venv with the CPU torch wheel and aimusic (editable, dev tools)"
@@ -30,6 +30,7 @@ help:
 	@echo "make bench        speed and memory benchmarks (BENCHMARKS.md)"
 	@echo "make corpus       reference corpora: rendered scores + recorded soundtracks ($(CORPUS))"
 	@echo "make speech-corpus  speech: flite, festival, espeak-ng voices + recorded prompts ($(SPEECH))"
+	@echo "make voice-pipeline train the voice models on the speech corpus, judge the test voices (voice/)"
 
 install: $(VENV)/.installed
 
@@ -95,6 +96,12 @@ speech-corpus: install speech-deps
 # Reruns reuse what is built.
 pipeline: install system-deps
 	bash examples/pipeline.sh
+
+# The voice chain on the speech corpus (examples/voice_pipeline.sh): codec, semantic model,
+# LMs and the reading LM, then continuations and speech of the test voices, judged by
+# `aimusic eval voice` (voice/voice.json). Reruns reuse what is built.
+voice-pipeline: install speech-corpus
+	bash examples/voice_pipeline.sh
 
 # The bundled models continue a bundled recorded prompt by 20 s: demo/report.html.
 demo: install

@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""Speech for `aimusic eval voice`: continuations and `speak` outputs for the test voices.
+
+    python examples/voice_outputs.py --corpus data/speech --models voice/models --out voice/outputs
+
+For each test speaker (the corpus's "test" split: voices never trained on), ``--items`` of
+its utterances of at least 3.5 s:
+
+* continuation: the first ``--prompt-seconds`` (3) continued by ``--seconds`` (4); the
+  continuation alone is written, listed with the utterance as its prompt (whose voice it
+  must keep);
+* speech: the utterance's own text spoken with the *next* utterance of the same speaker as
+  the voice prompt, listed with that prompt and the text, so `eval voice` compares its
+  word error rate with the real recording of the same sentence.
+
+Writes OUT/continue-*.wav, OUT/speak-*.wav, OUT/outputs.jsonl and OUT/timings.json (speed of
+`speak`: seconds of speech per second of wall time, and for 10-word sentences).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from aimusic.audio import load_audio, save_audio
+from aimusic.fileio import write_json
+from aimusic.gen import load_chain
+from aimusic.gen.chain import continue_audio
+from aimusic.lm.model import load_lm
+from aimusic.voice.tts import READING_FILE, speak_text
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", type=Path, default=Path("data/speech"))
+    ap.add_argument("--models", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--items", type=int, default=12, help="Outputs per test voice and task.")
+    ap.add_argument("--prompt-seconds", type=float, default=3.0)
+    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-speak", action="store_true", help="Continuations only.")
+    a = ap.parse_args()
+
+    entries = [json.loads(ln) for ln in (a.corpus / "manifest.jsonl").read_text().splitlines()]
+    by_speaker: dict[str, list[dict]] = defaultdict(list)
+    for e in entries:
+        if e.get("split") == "test" and e.get("duration", 0) >= a.prompt_seconds + 0.5:
+            by_speaker[e["speaker"]].append(e)
+    if not by_speaker:
+        raise SystemExit(f"{a.corpus}: no test utterances of {a.prompt_seconds + 0.5:g} s or more")
+    chain = load_chain(a.models, "flat")
+    lm = None if a.no_speak else load_lm(a.models / READING_FILE, "reading")
+    sr = chain.sample_rate
+    a.out.mkdir(parents=True, exist_ok=True)
+    listing, speed = [], []
+    for speaker, utts in sorted(by_speaker.items()):
+        utts = utts[:a.items + 1]
+        for k, e in enumerate(utts[:a.items]):
+            audio = load_audio(a.corpus / e["path"], sr)
+            seed = a.seed + k
+            r = continue_audio(chain, audio[:int(a.prompt_seconds * sr)], a.seconds,
+                               prompt_seconds=a.prompt_seconds, continuation_only=True, seed=seed)
+            name = f"continue-{speaker}-{k:03d}.wav"
+            save_audio(a.out / name, r["audio"], sr)
+            listing.append({"path": name, "task": "continue", "speaker": speaker,
+                            "prompt": e["path"]})
+            if lm is None or not e.get("text") or len(utts) < 2:
+                continue
+            voice_e = utts[(k + 1) % len(utts)]
+            voice = load_audio(a.corpus / voice_e["path"], sr)[:int(a.prompt_seconds * sr)]
+            t0 = time.perf_counter()
+            r = speak_text(chain, lm, e["text"], voice, voice_name=voice_e["path"], seed=seed)
+            wall = time.perf_counter() - t0
+            name = f"speak-{speaker}-{k:03d}.wav"
+            save_audio(a.out / name, r["audio"], sr)
+            listing.append({"path": name, "task": "speak", "speaker": speaker,
+                            "prompt": voice_e["path"], "text": e["text"]})
+            speed.append({"words": len(e["text"].split()), "seconds": r["seconds"], "wall": wall})
+            print(f"{name}: {r['seconds']:.2f} s of speech in {wall:.2f} s  {e['text']!r}",
+                  flush=True)
+    (a.out / "outputs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in listing))
+    ten = [s for s in speed if 8 <= s["words"] <= 12]
+    write_json(a.out / "timings.json", {
+        "speak": speed,
+        "speech_per_wall": (sum(s["seconds"] for s in speed) / max(1e-9, sum(s["wall"] for s in speed))
+                            if speed else None),
+        "ten_word_wall_over_duration": (float(np.median([s["wall"] / s["seconds"] for s in ten]))
+                                        if ten else None),
+    })
+    print(f"{len(listing)} outputs in {a.out / 'outputs.jsonl'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The voice chain on the speech corpus, as plain shell commands (`make voice-pipeline`):
+# a codec (or the music codec, CODEC=path), a semantic model, tokens, the semantic, coarse
+# and fine LMs (speech continuation) and the reading LM (`speak`), then continuations and
+# speech for the held-out test voices, judged by `aimusic eval voice` ($OUT/voice.json).
+#
+# Every step leaves a mark in $OUT/.done: a rerun skips what is built (delete a mark to
+# redo a step). Needs `make speech-corpus` first.
+#
+# Knobs (environment): OUT, SPEECH, CODEC, CODEC_MINUTES, LM_MINUTES, TTS_MINUTES, ITEMS,
+# SEED.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+AIMUSIC=${AIMUSIC:-.venv/bin/aimusic}
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-voice}
+SPEECH=${SPEECH:-data/speech}
+CODEC=${CODEC:-}                  # a codec file to reuse instead of training one
+CODEC_MINUTES=${CODEC_MINUTES:-20}
+LM_MINUTES=${LM_MINUTES:-10}      # per LM; two train side by side, one core each
+TTS_MINUTES=${TTS_MINUTES:-10}
+ITEMS=${ITEMS:-12}                # outputs per test voice and task
+SEED=${SEED:-0}
+M="$OUT/models"
+mkdir -p "$OUT/.done" "$M"
+[ -f "$SPEECH/manifest.jsonl" ] || { echo "no $SPEECH/manifest.jsonl: run make speech-corpus"; exit 1; }
+
+step() {  # step NAME COMMAND...: run unless done before; record its wall time
+  local name=$1; shift
+  if [ -f "$OUT/.done/$name" ]; then
+    echo "== $name: built before ($(cat "$OUT/.done/$name") s), kept"
+    return
+  fi
+  echo "== $name"
+  local t=$(date +%s)
+  "$@"
+  echo $(( $(date +%s) - t )) > "$OUT/.done/$name"
+}
+
+codec() {
+  if [ -n "$CODEC" ]; then cp "$CODEC" "$M/codec.safetensors"
+  else $AIMUSIC train-codec "$SPEECH/wav" -o "$M/codec.safetensors" --minutes "$CODEC_MINUTES"; fi
+}
+
+lm() {  # lm STAGE: one LM on one core
+  AIMUSIC_THREADS=1 $AIMUSIC --quiet train-lm "$OUT/tokens" --stage "$1" --models "$M" \
+    --minutes "$LM_MINUTES" > "$OUT/lm-$1.log" 2>&1
+  tail -n 1 "$OUT/lm-$1.log"
+}
+
+tts() {
+  AIMUSIC_THREADS=1 $AIMUSIC --quiet train-tts "$OUT/tokens" --corpus "$SPEECH" --models "$M" \
+    --minutes "$TTS_MINUTES" > "$OUT/lm-reading.log" 2>&1
+  tail -n 1 "$OUT/lm-reading.log"
+}
+
+lms() {  # two queues side by side: semantic then reading, coarse then fine
+  (lm semantic && tts) & local a=$!
+  (lm coarse && lm fine) & local b=$!
+  wait $a && wait $b
+}
+
+step codec codec
+step semantic $AIMUSIC train-semantic "$SPEECH/wav" -o "$M/semantic.safetensors" --iterations 1
+step tokenize $AIMUSIC tokenize "$SPEECH/wav" -o "$OUT/tokens" --models "$M"
+step lms lms
+step outputs $PY examples/voice_outputs.py --corpus "$SPEECH" --models "$M" --out "$OUT/outputs" \
+  --items "$ITEMS" --seed "$SEED"
+step eval $AIMUSIC eval voice "$SPEECH" -g "$OUT/outputs/outputs.jsonl" -o "$OUT/voice.json"
