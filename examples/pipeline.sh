@@ -28,17 +28,7 @@ M="$OUT/models"
 T0=$(date +%s)
 mkdir -p "$OUT/.done" "$M"
 
-step() {  # step NAME COMMAND...: run unless done before; record its wall time
-  local name=$1; shift
-  if [ -f "$OUT/.done/$name" ]; then
-    echo "== $name: built before ($(cat "$OUT/.done/$name") s), kept"
-    return
-  fi
-  echo "== $name"
-  local t=$(date +%s)
-  "$@"
-  echo $(( $(date +%s) - t )) > "$OUT/.done/$name"
-}
+source examples/steps.sh  # step NAME COMMAND...: skipped when $OUT/.done/NAME exists
 
 lm() {  # lm STAGE: one LM on one core
   AIMUSIC_THREADS=1 $AIMUSIC --quiet train-lm "$OUT/tokens" --stage "$1" --models "$M" \

@@ -25,17 +25,7 @@ M="$OUT/models"
 mkdir -p "$OUT/.done" "$M"
 [ -f "$SPEECH/manifest.jsonl" ] || { echo "no $SPEECH/manifest.jsonl: run make speech-corpus"; exit 1; }
 
-step() {  # step NAME COMMAND...: run unless done before; record its wall time
-  local name=$1; shift
-  if [ -f "$OUT/.done/$name" ]; then
-    echo "== $name: built before ($(cat "$OUT/.done/$name") s), kept"
-    return
-  fi
-  echo "== $name"
-  local t=$(date +%s)
-  "$@"
-  echo $(( $(date +%s) - t )) > "$OUT/.done/$name"
-}
+source examples/steps.sh  # step NAME COMMAND...: skipped when $OUT/.done/NAME exists
 
 codec() {
   if [ -n "$CODEC" ]; then cp "$CODEC" "$M/codec.safetensors"

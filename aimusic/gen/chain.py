@@ -390,7 +390,7 @@ def encode_prompt(chain: Chain, audio: np.ndarray, max_tokens: int,
     level = rms_db(x)
     if level < SILENCE_DB:
         raise AimusicError(f"{name}: the prompt is silent ({level:.0f} dBFS); "
-                           "continue needs some music to continue")
+                           "there is nothing to continue")
     sem = torch.from_numpy(chain.semantic.tokens(x)).long()
     codes, _ = encode_stream(chain.codec, iter([x]), chain.codec.cfg.levels, device=chain.device)
     fpt = chain.frames_per_token
