@@ -3,18 +3,56 @@ code-usage entropy. ``torch.stft`` with librosa's mel filterbanks (no torchaudio
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import json
 import math
+import os
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from aimusic.fileio import atomic_path
+
+
+def cache_dir() -> Path:
+    """Where computed constants are kept between runs: $AIMUSIC_CACHE, else
+    $XDG_CACHE_HOME/aimusic, else ~/.cache/aimusic."""
+    if os.environ.get("AIMUSIC_CACHE"):
+        return Path(os.environ["AIMUSIC_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "aimusic"
+
+
+def librosa_filters(kind: str, **params: Any) -> np.ndarray:
+    """``librosa.filters.<kind>(**params)``, kept on disk after the first call.
+
+    Importing librosa takes over a second (scipy.signal and friends), which every `continue`
+    and `speak` paid for two filterbanks that never change for a given librosa version. The
+    file name holds the version and the parameters; a cache that cannot be written is
+    skipped, never an error.
+    """
+    from importlib.metadata import version
+
+    key = json.dumps([kind, version("librosa"), sorted(params.items())], default=str)
+    path = cache_dir() / f"librosa-{kind}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
+    with contextlib.suppress(OSError, ValueError):
+        return np.load(path, allow_pickle=False)
+    import librosa
+
+    fb = np.asarray(getattr(librosa.filters, kind)(**params))
+    with contextlib.suppress(OSError):
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, fb, allow_pickle=False)
+    return fb
+
 
 @functools.lru_cache(maxsize=32)
 def _mel_basis(sr: int, n_fft: int, n_mels: int) -> torch.Tensor:
-    import librosa
-
-    fb = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=sr / 2)
+    fb = librosa_filters("mel", sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=sr / 2)
     return torch.from_numpy(fb).float()  # [n_mels, n_fft // 2 + 1]
 
 

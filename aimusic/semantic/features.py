@@ -17,15 +17,13 @@ import math
 
 import torch
 
-from aimusic.dsp import _mel_basis, _window
+from aimusic.dsp import _mel_basis, _window, librosa_filters
 
 
 @functools.lru_cache(maxsize=8)
 def _chroma_basis(sr: int, n_fft: int) -> torch.Tensor:
-    import librosa
-
     # pitch classes from A0 up; below ~55 Hz a 4096-point FFT cannot separate semitones
-    fb = librosa.filters.chroma(sr=sr, n_fft=n_fft, n_chroma=12, ctroct=5.0, octwidth=2.0)
+    fb = librosa_filters("chroma", sr=sr, n_fft=n_fft, n_chroma=12, ctroct=5.0, octwidth=2.0)
     return torch.from_numpy(fb).float()  # [12, n_fft // 2 + 1]
 
 
