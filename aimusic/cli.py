@@ -793,9 +793,10 @@ def speak_cmd(
                                                      "--seed).")
     ] = None,
     out: Annotated[
-        Path, typer.Option("-o", "--out", help="Output wav; with --text-file, a folder of "
-                                               "line-001.wav, ...")
-    ] = Path("speech.wav"),
+        Optional[Path], typer.Option("-o", "--out", help="Output wav (default speech.wav); with "
+                                                         "--text-file, a folder of line-001.wav, "
+                                                         "... (default speech/)")
+    ] = None,
     text_file: Annotated[
         Optional[Path], typer.Option("--text-file", help="Say each non-empty line of this file.")
     ] = None,
@@ -821,9 +822,10 @@ def speak_cmd(
                 raise AimusicError(f"{text_file}: cannot read ({e.strerror})") from None
             if not lines:
                 raise AimusicError(f"{text_file}: no text in it")
-            targets = [out / f"line-{i + 1:03d}.wav" for i in range(len(lines))]
+            folder = out or Path("speech")
+            targets = [folder / f"line-{i + 1:03d}.wav" for i in range(len(lines))]
         else:
-            lines, targets = [str(text)], [out]
+            lines, targets = [str(text)], [out or Path("speech.wav")]
         chain = _load_chain(models, "flat", None, None)
         lm = load_lm(_models_in(models) / READING_FILE, "reading", chain.device)
         audio = load_audio(voice, chain.sample_rate) if voice is not None else None

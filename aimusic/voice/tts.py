@@ -21,6 +21,7 @@ tokens, and the codec decodes the new frames.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -227,9 +228,9 @@ def train_reading(tokens_dir: str | Path, corpus: str | Path, out: str | Path,
 
     ds, readings, skipped = load_readings(tokens_dir, corpus, model_cfg.max_len)
     m = ds.manifest
-    cfg = LMConfig(**{**model_cfg.__dict__, "stage": "reading", "clusters": int(m["clusters"]),
-                      "levels": int(m["levels"]), "codebook_size": int(m["codebook_size"]),
-                      "phonemes": ph.VOCAB_SIZE})
+    cfg = dataclasses.replace(model_cfg, stage="reading", clusters=int(m["clusters"]),
+                              levels=int(m["levels"]), codebook_size=int(m["codebook_size"]),
+                              phonemes=ph.VOCAB_SIZE)
     torch.manual_seed(train_cfg.seed)
     model = TokenLM(cfg)
     tr, va = split_items([r.source for r in readings])
@@ -306,6 +307,7 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
     from aimusic.gen.chain import (
         StageProgress,
         decode_after,
+        decode_codes,
         encode_prompt,
         fresh_seed,
         sample_tokens,
@@ -347,8 +349,6 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
     if codes.shape[1]:
         _, audio = decode_after(chain, codes, new_codes, 0)
     else:
-        from aimusic.gen.chain import decode_codes
-
         audio = decode_codes(chain, new_codes)
     seconds = read.numel() * hop / sr
     audio = audio[:int(round(seconds * sr))]
