@@ -375,22 +375,23 @@ def fresh_seed(seed: int | None) -> int:
 
 
 def encode_prompt(chain: Chain, audio: np.ndarray, max_tokens: int,
-                  name: str = "<prompt>") -> tuple[torch.Tensor, torch.Tensor]:
+                  name: str = "<prompt>", min_seconds: float = MIN_PROMPT_SECONDS,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """The last whole semantic tokens of ``audio`` (at most ``max_tokens``) -> semantic [P]
-    and codes [K, fpt * P], aligned to end at the audio's last sample."""
+    and codes [K, fpt * P], aligned to end at the audio's last sample. A prompt shorter
+    than ``min_seconds`` or silent is refused, with ``name`` in the message."""
     from aimusic.audio import rms_db
     from aimusic.codec.stream import encode_stream
 
     hop = chain.token_samples
     P = max(1, min(max_tokens, audio.size // hop))
-    if audio.size < MIN_PROMPT_SECONDS * chain.sample_rate or audio.size < hop:
-        raise AimusicError(f"{name}: a prompt of {audio.size / chain.sample_rate:.2f} s is too short "
-                           f"to continue; give at least {MIN_PROMPT_SECONDS:g} s")
+    if audio.size < min_seconds * chain.sample_rate or audio.size < hop:
+        raise AimusicError(f"{name}: a prompt of {audio.size / chain.sample_rate:.2f} s is too short; "
+                           f"give at least {min_seconds:g} s")
     x = np.ascontiguousarray(audio[audio.size - P * hop:], dtype=np.float32)
     level = rms_db(x)
     if level < SILENCE_DB:
-        raise AimusicError(f"{name}: the prompt is silent ({level:.0f} dBFS); "
-                           "there is nothing to continue")
+        raise AimusicError(f"{name}: the prompt is silent ({level:.0f} dBFS)")
     sem = torch.from_numpy(chain.semantic.tokens(x)).long()
     codes, _ = encode_stream(chain.codec, iter([x]), chain.codec.cfg.levels, device=chain.device)
     fpt = chain.frames_per_token

@@ -269,32 +269,19 @@ def read_text(lm: TokenLM, phonemes: list[int], temperature: float = 1.0,
         raise AimusicError(f"the text is {len(phonemes)} phonemes long; the reading LM reads "
                            f"at most {lm.cfg.max_len - 3} at once: split it into sentences")
     device = next(lm.parameters()).device
-    lo, end = vocab.semantic_range()[0], vocab.end_id
+    lo, hi = L.allowed_reading(vocab, len(phonemes))(ids.numel())  # semantic ids or END
     cache = lm.new_cache()
     logits = lm(ids[None].to(device), cache)[:, -1]
     out: list[int] = []
     for _ in range(lm.cfg.max_len - ids.numel()):
-        tok = int(sample(logits[:, lo:end + 1], temperature, top_k, top_p, generator)) + lo
-        if tok == end:
+        tok = int(sample(logits[:, lo:hi], temperature, top_k, top_p, generator)) + lo
+        if tok == vocab.end_id:
             break
         out.append(tok)
         if ids.numel() + len(out) >= lm.cfg.max_len:
             break
         logits = lm(torch.tensor([[tok]], device=device), cache)[:, -1]
     return vocab.semantic_tokens(torch.tensor(out, dtype=torch.long))
-
-
-def check_voice(audio: np.ndarray, sr: int, name: str) -> None:
-    """A voice prompt must be long enough and not silent."""
-    from aimusic.audio import rms_db
-    from aimusic.gen.chain import SILENCE_DB
-
-    if audio.size < MIN_VOICE_SECONDS * sr:
-        raise AimusicError(f"{name}: a voice of {audio.size / sr:.2f} s is too short; give at "
-                           f"least {MIN_VOICE_SECONDS:g} s (3 s or more is best)")
-    level = rms_db(audio)
-    if level < SILENCE_DB:
-        raise AimusicError(f"{name}: the voice recording is silent ({level:.0f} dBFS)")
 
 
 def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = None, *,
@@ -330,8 +317,8 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
     seed = fresh_seed(seed)
     sr, hop, K = chain.sample_rate, chain.token_samples, chain.codec.cfg.levels
     if voice is not None:
-        check_voice(voice, sr, voice_name)
-        sem, codes = encode_prompt(chain, voice, chain.max_prompt_tokens(), voice_name)
+        sem, codes = encode_prompt(chain, voice, chain.max_prompt_tokens(), voice_name,
+                                   min_seconds=MIN_VOICE_SECONDS)
     else:
         sem, codes = torch.zeros(0, dtype=torch.long), torch.zeros(K, 0, dtype=torch.long)
     t_enc = time.perf_counter() - t0
