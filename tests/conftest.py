@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,8 @@ from aimusic.audio import save_audio
 SR = 24000
 # one thread: OpenMP's spinning makes two threads many times slower when the other core is busy
 torch.set_num_threads(1)
+# computed constants (filterbanks, judged recordings) go to a folder of this run, not ~/.cache
+os.environ["AIMUSIC_CACHE"] = tempfile.mkdtemp(prefix="aimusic-test-cache-")
 
 
 def tone(freq: float, seconds: float, sr: int = SR, amp: float = 0.5) -> np.ndarray:

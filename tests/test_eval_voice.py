@@ -117,6 +117,18 @@ def test_generated(report) -> None:
     assert "wer_real" not in fake
 
 
+def test_recordings_are_judged_once_then_read_from_the_cache(corpus, report, monkeypatch) -> None:
+    from aimusic.voice.evaluate import evaluate_voice
+
+    out, _ = corpus
+    def judged_again(*a):
+        raise AssertionError("a recording was judged again")
+    monkeypatch.setattr(J, "speaker_embedding", judged_again)
+    monkeypatch.setattr(J, "transcribe", judged_again)
+    again = evaluate_voice(out, enroll=2)["reference"]
+    assert again == report["reference"]
+
+
 def test_embedding_of_any_rate(corpus) -> None:
     out, entries = corpus
     from aimusic.audio import load_audio

@@ -194,6 +194,11 @@ def test_resume_after_a_crash_continues_exactly(tokens: Path, tmp_path: Path, mo
     again = train_lm(tokens, tmp_path / "b", ["coarse"], model_cfg, cfg, CPU, resume=True,
                      show_progress=False)
     assert again["coarse"]["val_ce"] == ref["coarse"]["val_ce"]
+    # ... and a finished run resumed with more steps is extended to them
+    more = train_lm(tokens, tmp_path / "b", ["coarse"], model_cfg,
+                    dataclasses.replace(cfg, steps=9), CPU, resume=True, show_progress=False)
+    assert more["coarse"]["step"] == 9
+    assert _log(tmp_path / "b", "coarse")[-1]["final_step"] == 9
 
 
 def test_two_process_gloo_ddp_matches_one_process(tokens: Path, small_cfg: Path,

@@ -460,8 +460,9 @@ def _train_stage(ds: TokenDataset, train_items: list[int], val_items: list[int],
             raise ArtifactError(state_file, f"is the state of the {model_cfg.stage} LM, not {stage}")
         cfg = config_from_dict(LMTrainConfig, {**state["train_config"], "steps": cfg.steps,
                                                "minutes": cfg.minutes}, str(state_file))
-        done_at = min(cfg.steps, int(state.get("planned") or cfg.steps))
-        if state.get("final") and int(state["step"]) >= done_at:
+        # a finished run resumed is a run extended: a new --minutes budget counts from now
+        # and a new --steps is the new end; an interrupted run keeps its plan
+        if state.get("final") and cfg.minutes <= 0 and int(state["step"]) >= cfg.steps:
             if not dist_info.main:
                 return {}
             log.info("%s: already trained for %d steps", out, int(state["step"]))
@@ -492,7 +493,7 @@ def _train_stage(ds: TokenDataset, train_items: list[int], val_items: list[int],
             torch.cuda.set_rng_state(state["cuda_rng"])
         step, history = int(state["step"]), list(state.get("history", []))
         train_tokens, train_seconds = int(state["train_tokens"]), float(state["train_seconds"])
-        planned = state.get("planned")
+        planned = None if state.get("final") else state.get("planned")
         planned = min(cfg.steps, int(planned)) if planned is not None and cfg.minutes > 0 else None
         if dist_info.main:
             log.info("resumed %s at step %d", state_file, step)

@@ -40,6 +40,7 @@ import numpy as np
 
 from aimusic.audio import load_audio
 from aimusic.errors import AimusicError
+from aimusic.fileio import write_json
 from aimusic.voice import judges as J
 
 LIST_NAMES = ("outputs.jsonl", "outputs.json", "generated.jsonl", "generated.json")
@@ -133,6 +134,63 @@ def read_outputs(generated: Path, corpus: Path, entries: list[dict]) -> list[dic
     return items
 
 
+class _Judged:
+    """The judges' verdicts on the corpus's recordings, kept on disk between runs
+    (``cache_dir()/voice-judged-*.json``): a corpus is judged once, not on every `eval
+    voice`. A verdict is keyed by the file's path, size and modification time, so an edited
+    file is judged again; a cache that cannot be read or written is ignored."""
+
+    def __init__(self) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from aimusic.dsp import cache_dir
+
+        try:
+            tag = f"{version('resemblyzer')}-{version('pocketsphinx')}"
+        except PackageNotFoundError:
+            tag = "unknown"
+        self.path = cache_dir() / f"voice-judged-{tag}.json"
+        try:
+            self.data: dict[str, Any] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.data = {}
+        self.dirty = False
+
+    @staticmethod
+    def _key(kind: str, f: Path) -> str:
+        st = f.stat()
+        return f"{kind}|{f.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+    def _get(self, kind: str, f: Path, compute: Callable[[], Any]) -> Any:
+        key = self._key(kind, f)
+        if key not in self.data:
+            v = compute()
+            self.data[key] = v.tolist() if isinstance(v, np.ndarray) else v
+            self.dirty = True
+        v = self.data[key]
+        return np.asarray(v, dtype=np.float32) if isinstance(v, list) else v
+
+    def embedding(self, f: Path, sr: int, seconds: float | None = None) -> np.ndarray:
+        """The speaker embedding of ``f`` (its first ``seconds`` when given)."""
+        return self._get("speaker" if seconds is None else f"speaker{seconds:g}s", f,
+                         lambda: J.speaker_embedding(load_audio(f, sr, duration=seconds), sr))
+
+    def transcript(self, f: Path, sr: int) -> str:
+        return self._get("asr", f, lambda: J.transcribe(load_audio(f, sr), sr))
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        # verdicts on files that are gone (a temporary corpus, a rebuilt one) are dropped
+        self.data = {k: v for k, v in self.data.items()
+                     if Path(k.split("|", 1)[1].rsplit("|", 2)[0]).exists()}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(self.path, self.data)
+        except OSError:
+            pass
+
+
 def _mean(xs: list[float]) -> float | None:
     return round(float(np.mean(xs)), 4) if xs else None
 
@@ -163,12 +221,12 @@ def evaluate_voice(corpus: Path, generated: Path | None = None, per_speaker: int
     say(f"embedding {sum(map(len, chosen.values()))} utterances of {len(chosen)} speakers")
     emb: dict[str, list[np.ndarray]] = {}
     short: dict[str, list[np.ndarray]] = {}
+    judged = _Judged()
     for spk, es in chosen.items():
         for k, e in enumerate(es):
-            a = load(e["file"])
-            emb.setdefault(spk, []).append(J.speaker_embedding(a, sr))
+            emb.setdefault(spk, []).append(judged.embedding(e["file"], sr))
             if k >= enroll:
-                short.setdefault(spk, []).append(J.speaker_embedding(a[: int(id_seconds * sr)], sr))
+                short.setdefault(spk, []).append(judged.embedding(e["file"], sr, id_seconds))
     same, diff = [], []
     spks = sorted(emb)
     per_spk: dict[str, dict[str, Any]] = {}
@@ -208,7 +266,7 @@ def evaluate_voice(corpus: Path, generated: Path | None = None, per_speaker: int
         say(f"transcribing {len(todo)} recordings")
         errs = words = 0
         for e in todo:
-            hyps[str(e["file"])] = h = J.transcribe(load(e["file"]), sr)
+            hyps[str(e["file"])] = h = judged.transcript(e["file"], sr)
             if e in matched and e not in chosen.get(e["speaker"], []):
                 continue
             x, n = J.wer_counts(e["text"], h)
@@ -221,6 +279,7 @@ def evaluate_voice(corpus: Path, generated: Path | None = None, per_speaker: int
             if "_n" in d:
                 e_, n_ = d.pop("_e"), d.pop("_n")
                 d["wer"] = round(e_ / n_, 4) if n_ else None
+    judged.save()
     result: dict[str, Any] = {"corpus": str(corpus), "judges": {
         "speaker": "resemblyzer VoiceEncoder (cosine of 256-d embeddings)",
         "asr": "pocketsphinx 5, default en-us model", "wer": "jiwer, lower case, punctuation removed"},
@@ -237,7 +296,7 @@ def evaluate_voice(corpus: Path, generated: Path | None = None, per_speaker: int
         it: dict[str, Any] = {"path": o["path"], "speaker": o["speaker"],
                               "prompt": str(o["prompt"]) if o["prompt"] else None}
         if o["prompt"] is not None:
-            it["similarity"] = round(J.cosine(v, J.speaker_embedding(load(o["prompt"]), sr)), 4)
+            it["similarity"] = round(J.cosine(v, judged.embedding(o["prompt"], sr)), 4)
         elif o["speaker"] in emb:
             it["similarity"] = round(float(np.mean(np.stack(emb[o["speaker"]]) @ v)), 4)
         else:

@@ -178,6 +178,8 @@ def fit_reading(model: TokenLM, train: list[Reading], val: list[Reading], cfg: L
         opt.load_state_dict(st["opt"])
         gen.set_state(st["gen"])
         step, history, planned, elapsed = st["step"], st["history"], st["planned"], st["elapsed"]
+        if step >= planned:  # a finished run resumed is extended: to --steps, or by --minutes
+            planned, elapsed = cfg.steps, 0.0
     metrics: dict[str, Any] = history[-1] if history else {}
     t0, start = time.monotonic() - elapsed, step
     with TrainProgress("reading", planned, step, show_progress) as bar:
