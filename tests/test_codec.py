@@ -140,9 +140,18 @@ def test_plain_lookups_have_no_projections_and_every_level_shrinks_the_residual(
     assert errs[-1] < 0.5 * errs[0] < 0.5 * z.var().item(), errs
 
 
-def test_chunked_streaming_equals_whole_file() -> None:
+def tiny_istft():
+    """The tiny codec with the inverse-STFT decoder of the speech preset."""
+    return dataclasses.replace(preset_tiny(), head="istft", head_channels=32, head_dilations=(1, 3))
+
+
+HEADS = {"conv": preset_tiny, "istft": tiny_istft}
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_chunked_streaming_equals_whole_file(head: str) -> None:
     torch.manual_seed(1)
-    codec = Codec(preset_tiny()).eval()
+    codec = Codec(HEADS[head]()).eval()
     x = torch.randn(1, 1, SR * 4 + 123) * 0.2
     whole = codec.encode(x)[0]
     blocks = iter([x[0, 0, i : i + 5000].numpy() for i in range(0, x.shape[-1], 5000)])
@@ -152,16 +161,17 @@ def test_chunked_streaming_equals_whole_file() -> None:
     np.testing.assert_allclose(y, codec.decode(whole[None])[0, 0].numpy(), atol=1e-5)
 
 
-def test_tiny_codec_learns_a_real_clip(real_clip: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("head", HEADS)
+def test_tiny_codec_learns_a_real_clip(real_clip: Path, tmp_path: Path, head: str) -> None:
     """Overfit three seconds of recorded music: mel distance falls by a large factor."""
     clip = load_audio(real_clip, SR)
     torch.manual_seed(0)
-    before = Codec(preset_tiny()).eval()
+    before = Codec(HEADS[head]()).eval()
     d0 = mel_distance(clip, before.decode(before.encode(torch.from_numpy(clip)[None, None]))[
         0, 0, : clip.size], SR)
     cfg = tiny_train(steps=120, lr=2e-3, adv_start=10**9, val_every=120, val_seconds=3.0,
                      segment_seconds=1.0, batch_size=4)
-    m = train_codec(real_clip.parent, tmp_path / "c.safetensors", preset_tiny(), cfg, CPU,
+    m = train_codec(real_clip.parent, tmp_path / "c.safetensors", HEADS[head](), cfg, CPU,
                     val_dir=real_clip.parent, show_progress=False)
     assert m["mel_distance"] < d0 / 2, (d0, m)
     assert np.mean(m["code_usage"]) > 0.5
@@ -238,9 +248,10 @@ def test_cli_encode_decode_and_foreign_codes(synth_dir: Path, tmp_path: Path) ->
     assert "aimusic.codes/1" in r.output and "bandwidth_kbps: 0.9" in r.output
 
 
-def test_a_folded_codec_saves_and_loads(tmp_path: Path) -> None:
+@pytest.mark.parametrize("head", HEADS)
+def test_a_folded_codec_saves_and_loads(tmp_path: Path, head: str) -> None:
     torch.manual_seed(0)
-    codec = Codec(preset_tiny()).eval()
+    codec = Codec(HEADS[head]()).eval()
     x = torch.randn(1, 1, 4000) * 0.1
     y = codec.decode(codec.encode(x))
     save_codec(codec.fold_weight_norm(), tmp_path / "f.safetensors")

@@ -139,3 +139,37 @@ class Decoder(nn.Module):
             B, P, n = y.shape
             y = y.transpose(1, 2).reshape(B, 1, n * P)
         return y
+
+
+class SpectralDecoder(nn.Module):
+    """[B, dim, F] latent frames -> [B, 1, F * hop] audio through an inverse STFT (as in Vocos).
+
+    Every layer runs at the frame rate: a conv and residual units, then a 1x1 conv to a log
+    magnitude and a phase for each of the ``n_fft // 2 + 1`` bins of a frame, and an inverse
+    STFT (Hann window of ``n_fft = 4 * hop``, hop ``hop``) makes the waveform. A formant or a
+    harmonic is then one output weight per frequency bin, not a filter that transposed convs
+    must learn, so it is learnt in far fewer steps; and there is no upsampling layer to leave
+    a tone at its rate. Output sample n depends on the frames within ``n_fft / 2`` of it
+    (``window_frames`` on each side, for streaming).
+    """
+
+    def __init__(self, dim: int, channels: int, hop: int, dilations: tuple[int, ...]) -> None:
+        super().__init__()
+        self.hop, self.n_fft = hop, 4 * hop
+        self.window_frames = 2
+        layers: list[nn.Module] = [Conv(dim, channels, 7)]
+        layers += _units(channels, dilations, False)
+        layers += [nn.ELU(), Conv(channels, self.n_fft + 2, 1)]
+        self.net = nn.Sequential(*layers)
+        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        B, _, F = z.shape
+        y = self.net(z).float()
+        bins = self.n_fft // 2 + 1
+        mag = y[:, :bins].clamp(max=8.0).exp()  # log magnitude, capped: e^8 ~ 3000
+        phase = y[:, bins:]
+        spec = torch.polar(mag, phase)
+        audio = torch.istft(spec, self.n_fft, self.hop, self.n_fft, self.window, center=True,
+                            length=F * self.hop)
+        return audio.unsqueeze(1)

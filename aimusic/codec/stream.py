@@ -55,6 +55,7 @@ def context_frames(codec: Codec) -> int:
     hop = codec.cfg.hop
     enc = _receptive(codec.encoder.net, codec.cfg.patch) / hop  # in frames
     dec = _receptive(codec.decoder.net, 1.0)  # in frames (input is at frame rate)
+    dec += getattr(codec.decoder, "window_frames", 0)  # an inverse STFT's window
     return int(math.ceil(max(enc, dec))) + 2
 
 
