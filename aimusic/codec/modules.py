@@ -161,6 +161,7 @@ class SpectralDecoder(nn.Module):
         layers += _units(channels, dilations, False)
         layers += [nn.ELU(), Conv(channels, self.n_fft + 2, 1)]
         self.net = nn.Sequential(*layers)
+        self.window: torch.Tensor
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
