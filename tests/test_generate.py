@@ -25,7 +25,7 @@ from aimusic.gen import stages as S
 from aimusic.gen.decode import Decoder
 from aimusic.lm import layouts as L
 from aimusic.lm.model import PRESETS as LM_PRESETS
-from aimusic.lm.model import TokenLM, save_lm
+from aimusic.lm.model import TokenLM, load_lm, save_lm
 from aimusic.semantic.model import PRESETS as SEM_PRESETS
 from aimusic.semantic.model import SemanticModel, save_semantic
 
@@ -262,7 +262,17 @@ def test_clear_errors(models: Path, prompt: Path, tmp_path: Path) -> None:
     for s in ("coarse", "fine"):
         (foreign / f"lm-{s}.safetensors").symlink_to(models / f"lm-{s}.safetensors")
     text = fail("continue", str(prompt), "-s", "1", "--models", str(foreign))
-    assert "lm-semantic.safetensors: was trained on tokens of codec 0000000000000000" in text
+    assert "lm-semantic.safetensors: was trained on tokens of semantic 1111111111111111" in text
+    # ... but the semantic LM reads semantic tokens alone: another codec may render them
+    other_codec = tmp_path / "other-codec"
+    other_codec.mkdir()
+    for name in ("codec", "semantic", "lm-coarse", "lm-fine"):
+        (other_codec / f"{name}.safetensors").symlink_to(models / f"{name}.safetensors")
+    sem_lm = load_lm(models / "lm-semantic.safetensors")
+    save_lm(sem_lm, other_codec / "lm-semantic.safetensors",
+            depends={**sem_lm.depends, "codec": "0" * 16})
+    cli("continue", str(prompt), "-s", "0.5", "--models", str(other_codec), "-o",
+        str(tmp_path / "other.wav"))
 
     silent = tmp_path / "silent.wav"
     save_audio(silent, np.zeros(SR, np.float32), SR)

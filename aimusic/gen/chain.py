@@ -195,8 +195,10 @@ def load_chain(models_dir: str | Path, layout: str | None = None, device: torch.
             raise ArtifactError(path, f"{stage} LM not found; train one with "
                                       f"`aimusic train-lm{flag} --stage {stage} --models {models_dir}`")
         lm = load_lm(path, stage, device)
-        for role, h in have.items():
-            made = lm.depends.get(role)
+        # the semantic LM reads semantic tokens alone: any codec may render what it makes
+        roles = ("semantic",) if stage == "semantic" else tuple(have)
+        for role in roles:
+            h, made = have[role], lm.depends.get(role)
             if made != h:
                 raise ArtifactError(path, f"was trained on tokens of {role} {made}, but {names[role]} "
                                           f"is {h}; use the models it was trained with, or "
