@@ -145,7 +145,8 @@ def tiny_istft():
     return dataclasses.replace(preset_tiny(), head="istft", head_channels=32, head_dilations=(1, 3))
 
 
-HEADS = {"conv": preset_tiny, "istft": tiny_istft}
+HEADS = {"conv": preset_tiny, "istft": tiny_istft,
+         "istft-bin-phase": lambda: dataclasses.replace(tiny_istft(), head_bin_phase=True)}
 
 
 @pytest.mark.parametrize("head", HEADS)
@@ -161,7 +162,7 @@ def test_chunked_streaming_equals_whole_file(head: str) -> None:
     np.testing.assert_allclose(y, codec.decode(whole[None])[0, 0].numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("head", ["conv", "istft"])
 def test_tiny_codec_learns_a_real_clip(real_clip: Path, tmp_path: Path, head: str) -> None:
     """Overfit three seconds of recorded music: mel distance falls by a large factor."""
     clip = load_audio(real_clip, SR)

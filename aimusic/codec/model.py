@@ -38,6 +38,7 @@ class CodecConfig:
     head: str = "conv"  # decoder: "conv" (transposed convs, SEANet) or "istft" (Vocos-style)
     head_channels: int = 512  # width of the istft decoder
     head_dilations: tuple[int, ...] = (1, 3, 9, 1, 3, 9)  # its residual units
+    head_bin_phase: bool = False  # istft: phase predicted relative to each bin's own advance
 
     @property
     def hop(self) -> int:
@@ -120,7 +121,8 @@ class Codec(nn.Module):
         if cfg.head == "istft":
             if cfg.causal:
                 raise AimusicError("the istft decoder head is not causal; use head: conv")
-            self.decoder = SpectralDecoder(cfg.dim, cfg.head_channels, cfg.hop, cfg.head_dilations)
+            self.decoder = SpectralDecoder(cfg.dim, cfg.head_channels, cfg.hop, cfg.head_dilations,
+                                           cfg.head_bin_phase)
         elif cfg.head == "conv":
             self.decoder = Decoder(cfg.channels, cfg.ratios, cfg.dim, cfg.dilations,
                                    cfg.causal, cfg.patch)
@@ -149,9 +151,10 @@ class Codec(nn.Module):
         return self.quantizer.encode(z, n_levels or self.cfg.levels)
 
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, K, F] -> audio [B, 1, F * hop]."""
-        return self.decoder(self.quantizer.decode(codes))
+    def decode(self, codes: torch.Tensor, first_frame: int = 0) -> torch.Tensor:
+        """codes [B, K, F] -> audio [B, 1, F * hop]; ``first_frame`` is the index of the
+        first frame in the whole signal when a long one is decoded in chunks."""
+        return self.decoder(self.quantizer.decode(codes), first_frame)
 
     def fold_weight_norm(self) -> Codec:
         """Bake weight norm into plain weights: same outputs, faster inference."""

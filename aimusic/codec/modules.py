@@ -10,6 +10,8 @@ chunks and give exactly the samples a whole-file pass gives.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
@@ -133,8 +135,8 @@ class Decoder(nn.Module):
         layers += [nn.ELU(), Conv(c, patch, 7, causal=causal)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        y = self.net(z)
+    def forward(self, z: torch.Tensor, first_frame: int = 0) -> torch.Tensor:
+        y = self.net(z)  # (first_frame: unused, as for every time-invariant decoder)
         if self.patch > 1:  # [B, patch, T / patch] -> [B, 1, T]
             B, P, n = y.shape
             y = y.transpose(1, 2).reshape(B, 1, n * P)
@@ -153,9 +155,11 @@ class SpectralDecoder(nn.Module):
     (``window_frames`` on each side, for streaming).
     """
 
-    def __init__(self, dim: int, channels: int, hop: int, dilations: tuple[int, ...]) -> None:
+    def __init__(self, dim: int, channels: int, hop: int, dilations: tuple[int, ...],
+                 bin_phase: bool = False) -> None:
         super().__init__()
         self.hop, self.n_fft = hop, 4 * hop
+        self.bin_phase = bin_phase
         self.window_frames = 2
         layers: list[nn.Module] = [Conv(dim, channels, 7)]
         layers += _units(channels, dilations, False)
@@ -164,12 +168,21 @@ class SpectralDecoder(nn.Module):
         self.window: torch.Tensor
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, first_frame: int = 0) -> torch.Tensor:
+        """``first_frame``: the index of z's first frame in the whole signal (with
+        ``bin_phase``, chunks decoded apart then join as one pass would)."""
         B, _, F = z.shape
         y = self.net(z).float()
         bins = self.n_fft // 2 + 1
         mag = y[:, :bins].clamp(max=8.0).exp()  # log magnitude, capped: e^8 ~ 3000
         phase = y[:, bins:]
+        if self.bin_phase:
+            # the phase a steady sinusoid at bin k's centre has in frame t is its start phase
+            # plus 2 pi k t hop / n_fft = (pi / 2) k t: the net predicts the rest, which is
+            # constant for such a partial, so a steady tone adds up coherently across frames
+            k = torch.arange(bins, device=z.device)[:, None]
+            t = torch.arange(first_frame, first_frame + F, device=z.device)[None, :]
+            phase = phase + ((k * t) % 4).float() * (math.pi / 2)
         spec = torch.polar(mag, phase)
         audio = torch.istft(spec, self.n_fft, self.hop, self.n_fft, self.window, center=True,
                             length=F * self.hop)

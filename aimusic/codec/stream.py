@@ -143,7 +143,7 @@ def decode_stream(
     for f0 in range(0, F, chunk_frames):
         f1 = min(F, f0 + chunk_frames)
         a, b = max(0, f0 - C), min(F, f1 + C)
-        y = codec.decode(codes[None, :, a:b].long().to(device))[0, 0]
+        y = codec.decode(codes[None, :, a:b].long().to(device), a)[0, 0]
         yield y[(f0 - a) * hop : (f1 - a) * hop].float().cpu().numpy()
 
 
