@@ -121,12 +121,12 @@ def _models_dir(models: Path | None) -> Path:
     return models if models is not None else Path(default_models_dir())
 
 
-def _models_in(models: Path | None) -> Path:
-    """Models to read (not to write): like _models_dir, with the bundled models when there is
-    no ./models at all."""
+def _models_in(models: Path | None, bundle: str = "music") -> Path:
+    """Models to read (not to write): like _models_dir, with the bundled models (music, or
+    voice for `speak`) when there is no ./models at all."""
     from aimusic.runtime import models_to_read
 
-    return models_to_read(models)
+    return models_to_read(models, bundle)
 
 
 def _codec_path(codec: Path | None, models: Path | None) -> Path:
@@ -688,11 +688,11 @@ GenSemanticOpt = Annotated[
 
 
 def _load_chain(models: Path | None, layout: str | None, codec: Path | None,
-                semantic: Path | None) -> Any:
+                semantic: Path | None, bundle: str = "music") -> Any:
     from aimusic.gen import load_chain
     from aimusic.runtime import resolve_device
 
-    return load_chain(_models_in(models), layout, resolve_device(), codec, semantic)
+    return load_chain(_models_in(models, bundle), layout, resolve_device(), codec, semantic)
 
 
 def _print_generated(r: dict[str, Any], src: str) -> None:
@@ -788,9 +788,9 @@ def speak_cmd(
     text: Annotated[Optional[str], typer.Argument(help="What to say (or --text-file).")] = None,
     voice: Annotated[
         Optional[Path], typer.Option("--voice", help="A recording of the voice to speak in (3 s "
-                                                     "or more; default: no prompt, the acoustic "
-                                                     "LMs choose a voice, which changes with "
-                                                     "--seed).")
+                                                     "or more; default: the bundled example "
+                                                     "voice, one the bundled models never "
+                                                     "trained on).")
     ] = None,
     out: Annotated[
         Optional[Path], typer.Option("-o", "--out", help="Output wav (default speech.wav); with "
@@ -810,7 +810,7 @@ def speak_cmd(
     from aimusic.audio import load_audio, save_audio
     from aimusic.gen import sampling_for
     from aimusic.lm.model import load_lm
-    from aimusic.voice.tts import READING_FILE, speak_text
+    from aimusic.voice.tts import EXAMPLE_VOICE, READING_FILE, speak_text
 
     with handle_errors():
         if (text is None) == (text_file is None):
@@ -826,11 +826,14 @@ def speak_cmd(
             targets = [folder / f"line-{i + 1:03d}.wav" for i in range(len(lines))]
         else:
             lines, targets = [str(text)], [out or Path("speech.wav")]
-        chain = _load_chain(models, "flat", None, None)
-        lm = load_lm(_models_in(models) / READING_FILE, "reading", chain.device)
-        audio = load_audio(voice, chain.sample_rate) if voice is not None else None
+        chain = _load_chain(models, "flat", None, None, bundle="voice")
+        lm = load_lm(_models_in(models, "voice") / READING_FILE, "reading", chain.device)
         if voice is None:
-            console.print("no --voice: the acoustic LMs choose the voice", highlight=False)
+            voice = EXAMPLE_VOICE
+            console.print(f"no --voice: speaking in the bundled example voice ({voice.name}, "
+                          "flite's rms, a voice the bundled models never trained on)",
+                          highlight=False, soft_wrap=True)
+        audio = load_audio(voice, chain.sample_rate)
         sampling = sampling_for(chain.stages, temperature, top_k, top_p)
         base = seed if seed is not None else settings.seed
         for i, (line, target) in enumerate(zip(lines, targets)):
@@ -851,16 +854,31 @@ def demo_cmd(
     seconds: Annotated[float, typer.Option("--seconds", "-s", help="Seconds to continue.")] = 20.0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     models: ModelsOpt = None,
+    voice_models: Annotated[
+        Optional[Path], typer.Option("--voice-models", help="Models for the spoken sentence "
+                                                            "(default: the bundled voice models).")
+    ] = None,
 ) -> None:
-    """Continue a recorded piece with the bundled models; writes OUT/report.html."""
+    """Continue a recorded piece and speak a sentence with the bundled models; writes
+    OUT/report.html."""
     from aimusic.demo import run_demo
+    from aimusic.runtime import bundled_models_dir
 
     with handle_errors():
         m = run_demo(out, _models_in(models), prompt, prompt_seconds, seconds, seed,
-                     progress=not settings.quiet)
+                     progress=not settings.quiet,
+                     voice_models=voice_models or bundled_models_dir("voice"))
     stdout.print(m["timings_line"], highlight=False, soft_wrap=True)
     for f in m["files"].values():
         stdout.print(f"{out / f['audio']}  {f['what']}", highlight=False, soft_wrap=True)
+    v = m["voice"]
+    if v is not None:
+        stdout.print(v["timings_line"], highlight=False, soft_wrap=True)
+        for f in v["files"].values():
+            stdout.print(f"{out / f['audio']}  {f['what']}", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"no voice models in {voice_models or bundled_models_dir('voice')}: "
+                      "nothing spoken", highlight=False)
     stdout.print(f"report: {out / 'report.html'}  ({m['elapsed_s']:.1f} s)", highlight=False)
 
 

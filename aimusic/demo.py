@@ -19,12 +19,16 @@ from aimusic import __version__
 from aimusic.errors import AimusicError
 
 EXAMPLE_PROMPT = Path(__file__).resolve().parent / "bundled" / "examples" / "caves.flac"
+# ten words, not in the speech corpus the voice models trained on
+VOICE_TEXT = "The pilot announced that we would land in twenty minutes."
 
 
 def run_demo(out_dir: str | Path, models_dir: str | Path, prompt_file: str | Path | None = None,
              prompt_seconds: float = 5.0, seconds: float = 20.0, seed: int = 0,
-             progress: bool = True) -> dict[str, Any]:
-    """Continue the prompt, write the audio, figures, metrics.json and report.html."""
+             progress: bool = True, voice_models: str | Path | None = None) -> dict[str, Any]:
+    """Continue the prompt, speak VOICE_TEXT in the example voice with ``voice_models``
+    (skipped when that folder has no reading LM), write the audio, figures, metrics.json
+    and report.html."""
     from aimusic.audio import load_audio, save_audio
     from aimusic.fileio import write_json
     from aimusic.gen import continue_audio, format_timings, load_chain
@@ -72,11 +76,49 @@ def run_demo(out_dir: str | Path, models_dir: str | Path, prompt_file: str | Pat
         "stages": r["stages"], "timings_line": format_timings(r),
         "files": files,
         "figures": json.loads(figures_file.read_text()) if figures_file.exists() else None,
+        "voice": _speak(Path(voice_models), out, seed, progress) if voice_models else None,
         "elapsed_s": round(time.perf_counter() - t_start, 1),
     }
     write_json(out / "metrics.json", metrics)
     write_demo_report(out / "report.html", metrics)
     return metrics
+
+
+def _speak(models_dir: Path, out: Path, seed: int, progress: bool) -> dict[str, Any] | None:
+    """VOICE_TEXT in the example voice: the voice prompt and the speech, as audio and
+    spectrograms, with timings, the models and their figures; None without a reading LM."""
+    from aimusic.audio import load_audio, save_audio
+    from aimusic.gen import format_timings, load_chain
+    from aimusic.lm.model import load_lm
+    from aimusic.report import spectrogram_png
+    from aimusic.voice.tts import EXAMPLE_VOICE, READING_FILE, speak_text
+
+    if not (models_dir / READING_FILE).exists():
+        return None
+    chain = load_chain(models_dir, "flat")
+    lm = load_lm(models_dir / READING_FILE, "reading", chain.device)
+    sr = chain.sample_rate
+    voice = load_audio(EXAMPLE_VOICE, sr)
+    r = speak_text(chain, lm, VOICE_TEXT, voice, voice_name=str(EXAMPLE_VOICE), seed=seed,
+                   progress=progress)
+    files = {}
+    for name, audio, what in (("voice", voice, "the voice prompt (a voice never trained on)"),
+                              ("speech", r["audio"], f"spoken in that voice: \u201c{VOICE_TEXT}\u201d")):
+        save_audio(out / f"{name}.wav", audio, sr)
+        spectrogram_png(out / f"{name}.png", audio, sr)
+        files[name] = {"audio": f"{name}.wav", "image": f"{name}.png", "what": what,
+                       "seconds": round(audio.size / sr, 2)}
+    figures_file = models_dir / "figures.json"
+    return {
+        "models_dir": str(models_dir), "text": VOICE_TEXT, "phonemes": r["phonemes"],
+        "voice": str(EXAMPLE_VOICE), "seed": r["seed"], "files": files,
+        "timings": {k: r[k] for k in ("encode", "decode", "total", "x_realtime")},
+        "timings_line": format_timings(r),
+        "models": {role: {"file": Path(m.source_path).name, "hash": m.source_hash,
+                          "mb": round(Path(m.source_path).stat().st_size / 1e6, 1)}
+                   for role, m in {**_chain_models(chain), "lm-reading": lm}.items()},
+        "figures": json.loads(figures_file.read_text()) if figures_file.exists() else None,
+    }
 
 
 def _chain_models(chain: Any) -> dict[str, Any]:
@@ -94,11 +136,7 @@ def write_demo_report(path: Path, m: dict[str, Any]) -> None:
         f"(seed {m['seed']}); aimusic {esc(m['aimusic'])}, {esc(m['created'])}. The dashed line "
         "marks where the prompt ends.</p>",
     ]
-    for name, f in m["files"].items():
-        parts.append(f"<div class=\"clip\"><h3>{esc(name)}</h3><p class=\"note\">{esc(f['what'])}, "
-                     f"{f['seconds']:g} s</p><p><audio controls preload=\"none\" src=\"{esc(f['audio'])}\">"
-                     f"</audio></p><img src=\"{esc(f['image'])}\" alt=\"{esc(name)}: log-mel "
-                     "spectrogram, prompt end marked\"></div>")
+    parts += _clips(m["files"], "spectrogram, prompt end marked")
     t = m["timings"]
     stage_rows = [[s, v["tokens"], v["seconds"]] for s, v in m["stages"].items()]
     parts.append("<h2>Timings</h2>" + table(
@@ -112,13 +150,40 @@ def write_demo_report(path: Path, m: dict[str, Any]) -> None:
         [[k, v["file"], v["hash"], v["mb"]] for k, v in m["models"].items()]) +
         "<p class=\"note\">How each was trained (command, steps, data, time, machine): "
         "MODEL_CARD.md beside them.</p>")
-    fig = m.get("figures")
-    if fig:
-        for section in fig.get("tables", []):
-            parts.append(f"<h2>{esc(section['title'])}</h2>"
-                         + table(section["header"], section["rows"])
-                         + (f"<p class=\"note\">{esc(section['note'])}</p>" if section.get("note") else ""))
-    parts.append("<h2>Voice</h2><p>Speech models are not bundled yet: <code>aimusic speak</code> "
-                 "is still being built (see the voice issue). <code>aimusic eval voice</code> and "
-                 "the speech corpus (<code>make speech-corpus</code>) are ready.</p>")
-    write_text(path, page("aimusic demo: continue a recorded piece", "\n".join(parts)))
+    parts += _figure_tables(m.get("figures"))
+    v = m.get("voice")
+    if v is None:
+        parts.append("<h2>Voice</h2><p>No voice models were found (no reading LM), so nothing "
+                     "was spoken.</p>")
+    else:
+        parts.append(f"<h2>Voice</h2><p><code>aimusic speak</code> with the models in "
+                     f"<code>{esc(v['models_dir'])}</code> (seed {v['seed']}): the reading LM "
+                     "turns the text's phonemes into semantic tokens, and the coarse and fine "
+                     "LMs render them in the prompt's voice.</p>")
+        parts += _clips(v["files"], "spectrogram")
+        t = v["timings"]
+        parts.append(f"<p class=\"note\">{esc(v['timings_line'])}: {t['x_realtime']:.2f} seconds "
+                     "of speech per second of wall time.</p>")
+        parts.append("<h3>Voice models</h3>" + table(
+            ["role", "file", "hash", "MB"],
+            [[k, x["file"], x["hash"], x["mb"]] for k, x in v["models"].items()]))
+        parts += _figure_tables(v.get("figures"))
+    write_text(path, page("aimusic demo: continue a recorded piece, speak a sentence",
+                          "\n".join(parts)))
+
+
+def _clips(files: dict[str, Any], image_what: str) -> list[str]:
+    from aimusic.report import esc
+
+    return [f"<div class=\"clip\"><h3>{esc(name)}</h3><p class=\"note\">{esc(f['what'])}, "
+            f"{f['seconds']:g} s</p><p><audio controls preload=\"none\" src=\"{esc(f['audio'])}\">"
+            f"</audio></p><img src=\"{esc(f['image'])}\" alt=\"{esc(name)}: log-mel "
+            f"{image_what}\"></div>" for name, f in files.items()]
+
+
+def _figure_tables(fig: dict[str, Any] | None) -> list[str]:
+    from aimusic.report import esc, table
+
+    return [f"<h2>{esc(sec['title'])}</h2>" + table(sec["header"], sec["rows"])
+            + (f"<p class=\"note\">{esc(sec['note'])}</p>" if sec.get("note") else "")
+            for sec in (fig or {}).get("tables", [])]

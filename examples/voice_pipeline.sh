@@ -7,8 +7,8 @@
 # Every step leaves a mark in $OUT/.done: a rerun skips what is built (delete a mark to
 # redo a step). Needs `make speech-corpus` first.
 #
-# Knobs (environment): OUT, SPEECH, CODEC, CODEC_MINUTES, LM_MINUTES, TTS_MINUTES, ITEMS,
-# SEED.
+# Knobs (environment): OUT, SPEECH, CODEC, CODEC_PRESET, CODEC_MINUTES, LM_MINUTES, TTS_MINUTES,
+# ITEMS, SEED.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AIMUSIC=${AIMUSIC:-.venv/bin/aimusic}
@@ -16,7 +16,8 @@ PY=${PY:-.venv/bin/python}
 OUT=${OUT:-voice}
 SPEECH=${SPEECH:-data/speech}
 CODEC=${CODEC:-}                  # a codec file to reuse instead of training one
-CODEC_MINUTES=${CODEC_MINUTES:-20}
+CODEC_PRESET=${CODEC_PRESET:-speech}  # small's encoder, inverse-STFT decoder
+CODEC_MINUTES=${CODEC_MINUTES:-50}
 LM_MINUTES=${LM_MINUTES:-10}      # per LM; two train side by side, one core each
 TTS_MINUTES=${TTS_MINUTES:-10}
 ITEMS=${ITEMS:-12}                # outputs per test voice and task
@@ -29,7 +30,11 @@ source examples/steps.sh  # step NAME COMMAND...: skipped when $OUT/.done/NAME e
 
 codec() {
   if [ -n "$CODEC" ]; then cp "$CODEC" "$M/codec.safetensors"
-  else $AIMUSIC train-codec "$SPEECH/wav" -o "$M/codec.safetensors" --minutes "$CODEC_MINUTES"; fi
+  else  # trained in float32, kept as float16 (before tokenizing: the LMs record its hash)
+    $AIMUSIC train-codec "$SPEECH/wav" --preset "$CODEC_PRESET" -o "$OUT/codec-float32.safetensors" \
+      --minutes "$CODEC_MINUTES"
+    $PY examples/bundle_models.py "$OUT/codec-float32.safetensors" --half-codec "$M/codec.safetensors"
+  fi
 }
 
 lm() {  # lm STAGE: one LM on one core

@@ -1,5 +1,5 @@
-"""The models that ship in the package (aimusic/bundled/music), the CLI's fallback to them,
-`aimusic demo`, and the script that makes a bundle (examples/bundle_models.py)."""
+"""The models that ship in the package (aimusic/bundled/music and voice), the CLI's fallback
+to them, `aimusic demo`, and the script that makes a bundle (examples/bundle_models.py)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ from aimusic.fileio import file_hash
 from aimusic.gen import load_chain
 from aimusic.lm.model import load_lm
 from aimusic.runtime import bundled_models_dir, models_to_read
+from aimusic.voice.tts import EXAMPLE_VOICE
 
 runner = CliRunner()
 BUNDLE = bundled_models_dir("music")
+VOICE = bundled_models_dir("voice")
 SR = 24000
 
 
@@ -43,6 +45,38 @@ def test_bundled_models_load_chain_and_fit_the_size_budget() -> None:
     assert figures["tables"] and all(t["rows"] for t in figures["tables"])
     # the example prompt is a piece of the recorded test split, never trained on
     assert load_audio(EXAMPLE_PROMPT, SR).size >= 25 * SR
+
+
+def test_bundled_voice_models_load_chain_and_fit_the_size_budget() -> None:
+    chain = load_chain(VOICE, "flat")
+    have = {"codec": chain.codec.source_hash, "semantic": chain.semantic.source_hash}
+    reading = load_lm(VOICE / "lm-reading.safetensors", "reading")
+    for stage, lm in {**chain.lms, "reading": reading}.items():
+        # the semantic and reading LMs read semantic tokens alone; the others, both tokens
+        if stage in ("semantic", "reading"):
+            assert lm.depends["semantic"] == have["semantic"], stage
+        else:
+            assert lm.depends == have, stage
+        assert read_metadata(lm.source_path)["extra"]["stored_as"] == "float16"
+    files = sorted(VOICE.glob("*.safetensors"))
+    assert sum(f.stat().st_size for f in files) <= 40e6
+    card = (VOICE / "MODEL_CARD.md").read_text()
+    for f in files:
+        assert file_hash(f) in card, f.name
+    figures = json.loads((VOICE / "figures.json").read_text())
+    assert figures["tables"] and all(t["rows"] for t in figures["tables"])
+    assert load_audio(EXAMPLE_VOICE, SR).size >= 3 * SR  # a test voice: never trained on
+
+
+def test_speak_without_models_uses_the_bundled_voice(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AIMUSIC_MODELS", raising=False)
+    assert models_to_read(None, "voice") == VOICE
+    r = runner.invoke(app, ["speak", "Hello there.", "-o", "hi.wav", "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    assert "bundled example voice" in r.output
+    y = load_audio(tmp_path / "hi.wav")
+    assert 0.2 * SR < y.size < 6 * SR and np.isfinite(y).all() and np.abs(y).max() > 0.01
 
 
 def test_without_models_the_cli_uses_the_bundled_ones(tmp_path: Path, monkeypatch) -> None:
@@ -71,8 +105,14 @@ def test_demo_writes_audio_figures_and_report(tmp_path: Path) -> None:
     for f in m["files"].values():
         assert load_audio(out / f["audio"]).size == int(2.5 * SR)
         assert (out / f["image"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    v = m["voice"]  # and a sentence spoken in the example voice with the voice models
+    assert v["text"] and set(v["files"]) == {"voice", "speech"}
+    assert v["models"]["lm-reading"]["hash"] == file_hash(VOICE / "lm-reading.safetensors")
+    speech = load_audio(out / v["files"]["speech"]["audio"])
+    assert speech.size > SR and np.abs(speech).max() > 0.01
     html = (out / "report.html").read_text()
-    assert html.count("<audio") == 3 and html.count("<img") == 3 and "Timings" in html
+    assert html.count("<audio") == 5 and html.count("<img") == 5 and "Timings" in html
+    assert "Voice models" in html
     assert m["figures"] and m["models"]["codec"]["hash"] == file_hash(BUNDLE / "codec.safetensors")
     short = tmp_path / "short.wav"
     save_audio(short, np.zeros(SR, np.float32), SR)
@@ -95,3 +135,16 @@ def test_bundle_script_halves_the_lms_and_keeps_the_chain(tmp_path: Path) -> Non
             src / f"lm-{stage}.safetensors").stat().st_size
         with torch.no_grad():
             torch.testing.assert_close(a(ids), b(ids), atol=2e-2, rtol=2e-2)
+
+
+def test_half_codec_is_smaller_and_decodes_alike(tmp_path: Path) -> None:
+    from aimusic.codec.model import load_codec
+
+    half_codec = load_example("bundle_models").half_codec
+    src = make_models(tmp_path / "src", stages=())
+    half_codec(src / "codec.safetensors", tmp_path / "half.safetensors")
+    a, b = load_codec(src / "codec.safetensors"), load_codec(tmp_path / "half.safetensors")
+    assert read_metadata(tmp_path / "half.safetensors")["extra"]["stored_as"] == "float16"
+    assert (tmp_path / "half.safetensors").stat().st_size < 0.6 * (src / "codec.safetensors").stat().st_size
+    codes = a.encode(torch.randn(1, 1, 4800) * 0.1)
+    torch.testing.assert_close(b.decode(codes), a.decode(codes), atol=2e-3, rtol=0)

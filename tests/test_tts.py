@@ -144,7 +144,7 @@ def test_train_tts_and_speak_through_the_cli(speech_setup, tmp_path: Path) -> No
     lines.write_text("First line.\n\nSecond one.\n")
     out = cli("speak", "--text-file", str(lines), "-o", str(tmp_path / "many"), "--models",
               str(models), "--seed", "1")
-    assert "choose the voice" in out
+    assert "bundled example voice" in out
     assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["line-001.wav", "line-002.wav"]
 
 

@@ -44,6 +44,8 @@ log = logging.getLogger("aimusic")
 
 READING_FILE = "lm-reading.safetensors"
 MIN_VOICE_SECONDS = 1.0
+# `speak`'s default voice: flite's rms (a test voice of the speech corpus, never trained on)
+EXAMPLE_VOICE = Path(__file__).resolve().parents[1] / "bundled" / "examples" / "voice-rms.flac"
 
 
 @dataclass
