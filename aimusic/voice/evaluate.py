@@ -187,6 +187,7 @@ class _Judged:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_json(self.path, self.data)
+            self.dirty = False
         except OSError:
             pass
 
@@ -330,4 +331,5 @@ def evaluate_voice(corpus: Path, generated: Path | None = None, per_speaker: int
                         if gen["wer_matched"] is not None and gen["wer_real"] else None)
     result["generated"] = gen
     result["items"] = items
+    judged.save()  # the prompts' embeddings too
     return result
