@@ -148,10 +148,11 @@ class SpectralDecoder(nn.Module):
 
     Every layer runs at the frame rate: a conv and residual units, then a 1x1 conv to a log
     magnitude and a phase for each of the ``n_fft // 2 + 1`` bins of a frame, and an inverse
-    STFT (Hann window of ``n_fft = 4 * hop``, hop ``hop``) makes the waveform. A formant or a
-    harmonic is then one output weight per frequency bin, not a filter that transposed convs
-    must learn, so it is learnt in far fewer steps; and there is no upsampling layer to leave
-    a tone at its rate. Output sample n depends on the frames within ``n_fft / 2`` of it
+    STFT (Hann window of ``n_fft = 4 * hop``, hop ``hop``) makes the waveform. A formant is
+    then a few output weights per frequency bin, not a filter that transposed convs must
+    learn, and it is learnt in fewer steps (BENCHMARKS.md); there is no upsampling layer to
+    leave a tone at its rate. A harmonic also needs its phase to advance coherently from
+    frame to frame, which mel and waveform losses alone teach slowly. Output sample n depends on the frames within ``n_fft / 2`` of it
     (``window_frames`` on each side, for streaming).
     """
 
