@@ -19,8 +19,8 @@ from aimusic import __version__
 from aimusic.errors import AimusicError
 
 EXAMPLE_PROMPT = Path(__file__).resolve().parent / "bundled" / "examples" / "caves.flac"
-# ten words, not in the speech corpus the voice models trained on
-VOICE_TEXT = "The pilot announced that we would land in twenty minutes."
+# ten words in no sentence of the speech corpus (`make speech-corpus`)
+VOICE_TEXT = "A small boat drifted slowly toward the quiet northern harbour."
 
 
 def run_demo(out_dir: str | Path, models_dir: str | Path, prompt_file: str | Path | None = None,
