@@ -152,8 +152,9 @@ class SpectralDecoder(nn.Module):
     then a few output weights per frequency bin, not a filter that transposed convs must
     learn, and it is learnt in fewer steps (BENCHMARKS.md); there is no upsampling layer to
     leave a tone at its rate. A harmonic also needs its phase to advance coherently from
-    frame to frame, which mel and waveform losses alone teach slowly. Output sample n depends on the frames within ``n_fft / 2`` of it
-    (``window_frames`` on each side, for streaming).
+    frame to frame, which mel and waveform losses alone teach slowly. Output sample n
+    depends on the frames within ``n_fft / 2`` of it (``window_frames`` on each side, for
+    streaming).
     """
 
     def __init__(self, dim: int, channels: int, hop: int, dilations: tuple[int, ...],
