@@ -29,11 +29,10 @@ def run_demo(out_dir: str | Path, models_dir: str | Path, prompt_file: str | Pat
     """Continue the prompt, speak VOICE_TEXT in the example voice with ``voice_models``
     (skipped when that folder has no reading LM), write the audio, figures, metrics.json
     and report.html."""
-    from aimusic.audio import load_audio, save_audio
+    from aimusic.audio import load_audio
     from aimusic.fileio import write_json
     from aimusic.gen import continue_audio, format_timings, load_chain
     from aimusic.gen.evaluate import codec_roundtrip
-    from aimusic.report import spectrogram_png
 
     t_start = time.perf_counter()
     out = Path(out_dir)
@@ -56,26 +55,17 @@ def run_demo(out_dir: str | Path, models_dir: str | Path, prompt_file: str | Pat
         rows.append(("truth", truth, "what really came next (never trained on)"))
         rows.append(("truth-codec", codec_roundtrip(chain, truth),
                      "the truth through the codec alone: the best an LM could do with it"))
-    files = {}
-    for name, audio, what in rows:
-        save_audio(out / f"{name}.wav", audio, sr)
-        spectrogram_png(out / f"{name}.png", audio, sr, marks=[prompt_seconds])
-        files[name] = {"audio": f"{name}.wav", "image": f"{name}.png", "what": what,
-                       "seconds": round(audio.size / sr, 2)}
-    models = {role: {"file": Path(m.source_path).name, "hash": m.source_hash,
-                     "mb": round(Path(m.source_path).stat().st_size / 1e6, 1)}
-              for role, m in _chain_models(chain).items()}
-    figures_file = Path(models_dir) / "figures.json"
+    files = _write_clips(out, rows, sr, marks=[prompt_seconds])
     metrics = {
         "aimusic": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "prompt": {"file": str(prompt_path), "seconds": prompt_seconds},
         "seconds": seconds, "seed": r["seed"], "sample_rate": sr,
-        "models_dir": str(models_dir), "models": models,
+        "models_dir": str(models_dir), "models": _describe(_chain_models(chain)),
         "timings": {k: r[k] for k in ("encode", "decode", "total", "x_realtime")},
         "stages": r["stages"], "timings_line": format_timings(r),
         "files": files,
-        "figures": json.loads(figures_file.read_text()) if figures_file.exists() else None,
+        "figures": _figures(Path(models_dir)),
         "voice": _speak(Path(voice_models), out, seed, progress) if voice_models else None,
         "elapsed_s": round(time.perf_counter() - t_start, 1),
     }
@@ -87,10 +77,9 @@ def run_demo(out_dir: str | Path, models_dir: str | Path, prompt_file: str | Pat
 def _speak(models_dir: Path, out: Path, seed: int, progress: bool) -> dict[str, Any] | None:
     """VOICE_TEXT in the example voice: the voice prompt and the speech, as audio and
     spectrograms, with timings, the models and their figures; None without a reading LM."""
-    from aimusic.audio import load_audio, save_audio
+    from aimusic.audio import load_audio
     from aimusic.gen import format_timings, load_chain
     from aimusic.lm.model import load_lm
-    from aimusic.report import spectrogram_png
     from aimusic.voice.tts import EXAMPLE_VOICE, READING_FILE, speak_text
 
     if not (models_dir / READING_FILE).exists():
@@ -101,24 +90,44 @@ def _speak(models_dir: Path, out: Path, seed: int, progress: bool) -> dict[str, 
     voice = load_audio(EXAMPLE_VOICE, sr)
     r = speak_text(chain, lm, VOICE_TEXT, voice, voice_name=str(EXAMPLE_VOICE), seed=seed,
                    progress=progress)
-    files = {}
-    for name, audio, what in (("voice", voice, "the voice prompt (a voice never trained on)"),
-                              ("speech", r["audio"], f"spoken in that voice: \u201c{VOICE_TEXT}\u201d")):
-        save_audio(out / f"{name}.wav", audio, sr)
-        spectrogram_png(out / f"{name}.png", audio, sr)
-        files[name] = {"audio": f"{name}.wav", "image": f"{name}.png", "what": what,
-                       "seconds": round(audio.size / sr, 2)}
-    figures_file = models_dir / "figures.json"
+    files = _write_clips(out, [("voice", voice, "the voice prompt (a voice never trained on)"),
+                               ("speech", r["audio"], f"spoken in that voice: \u201c{VOICE_TEXT}\u201d")], sr)
     return {
         "models_dir": str(models_dir), "text": VOICE_TEXT, "phonemes": r["phonemes"],
         "voice": str(EXAMPLE_VOICE), "seed": r["seed"], "files": files,
         "timings": {k: r[k] for k in ("encode", "decode", "total", "x_realtime")},
         "timings_line": format_timings(r),
-        "models": {role: {"file": Path(m.source_path).name, "hash": m.source_hash,
-                          "mb": round(Path(m.source_path).stat().st_size / 1e6, 1)}
-                   for role, m in {**_chain_models(chain), "lm-reading": lm}.items()},
-        "figures": json.loads(figures_file.read_text()) if figures_file.exists() else None,
+        "models": _describe({**_chain_models(chain), "lm-reading": lm}),
+        "figures": _figures(models_dir),
     }
+
+
+def _write_clips(out: Path, rows: list[tuple[str, Any, str]], sr: int,
+                 marks: list[float] | None = None) -> dict[str, Any]:
+    """Each (name, audio, what) as OUT/name.wav and its spectrogram OUT/name.png."""
+    from aimusic.audio import save_audio
+    from aimusic.report import spectrogram_png
+
+    files = {}
+    for name, audio, what in rows:
+        save_audio(out / f"{name}.wav", audio, sr)
+        spectrogram_png(out / f"{name}.png", audio, sr, marks=marks or [])
+        files[name] = {"audio": f"{name}.wav", "image": f"{name}.png", "what": what,
+                       "seconds": round(audio.size / sr, 2)}
+    return files
+
+
+def _describe(models: dict[str, Any]) -> dict[str, Any]:
+    """Each loaded model by role: its file name, hash and size."""
+    return {role: {"file": Path(m.source_path).name, "hash": m.source_hash,
+                   "mb": round(Path(m.source_path).stat().st_size / 1e6, 1)}
+            for role, m in models.items()}
+
+
+def _figures(models_dir: Path) -> dict[str, Any] | None:
+    """The measured figures kept beside a bundle (figures.json), if any."""
+    f = models_dir / "figures.json"
+    return json.loads(f.read_text()) if f.exists() else None
 
 
 def _chain_models(chain: Any) -> dict[str, Any]:
