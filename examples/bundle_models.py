@@ -29,12 +29,18 @@ ROOT = Path(__file__).resolve().parents[1]
 TOKEN_MODELS = ("codec.safetensors", "semantic.safetensors")
 
 
+def _save_half(art, tensors: dict[str, torch.Tensor], dst: Path) -> None:
+    """``tensors`` (floating ones as float16) to ``dst`` with ``art``'s kind, config and
+    depends; ``extra`` says so and keeps the float32 file's hash."""
+    tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    extra = {**art.meta["extra"], "stored_as": "float16", "float32_hash": art.hash}
+    save_artifact(dst, tensors, art.kind, art.version, art.config, art.depends, extra)
+
+
 def half_lm(src: Path, dst: Path) -> None:
     """The LM at ``src`` with its floating tensors as float16, metadata kept."""
     art = load_artifact(src, "lm", FORMAT_VERSION)
-    tensors = {k: v.half() if v.is_floating_point() else v for k, v in art.tensors.items()}
-    extra = {**art.meta["extra"], "stored_as": "float16", "float32_hash": art.hash}
-    save_artifact(dst, tensors, "lm", art.version, art.config, art.depends, extra)
+    _save_half(art, art.tensors, dst)
 
 
 def half_codec(src: Path, dst: Path) -> None:
@@ -48,10 +54,7 @@ def half_codec(src: Path, dst: Path) -> None:
 
     art = load_artifact(src, FORMAT_KIND, CODEC_VERSION)
     weights = load_codec(src).fold_weight_norm().state_dict()
-    tensors = {k: v.half() if v.is_floating_point() else v
-               for k, v in weights.items() if not k.endswith(TRAINING_ONLY)}
-    extra = {**art.meta["extra"], "stored_as": "float16", "float32_hash": art.hash}
-    save_artifact(dst, tensors, FORMAT_KIND, art.version, art.config, art.depends, extra)
+    _save_half(art, {k: v for k, v in weights.items() if not k.endswith(TRAINING_ONLY)}, dst)
 
 
 def bundle(src: Path, out: Path, stages: list[str], half: bool = True) -> list[Path]:
@@ -76,10 +79,9 @@ def bundle(src: Path, out: Path, stages: list[str], half: bool = True) -> list[P
     chain = load_chain(out, "flat", torch.device("cpu"))  # refuses hashes that do not match
     if "reading" in stages:  # the voice bundle: `speak`'s reading LM reads this semantic model
         from aimusic.lm.model import load_lm
+        from aimusic.voice.tts import check_reader
 
-        lm = load_lm(out / "lm-reading.safetensors", "reading")
-        if lm.depends.get("semantic") != chain.semantic.source_hash:
-            sys.exit(f"{src}: the reading LM was trained on another semantic model")
+        check_reader(chain, load_lm(out / "lm-reading.safetensors", "reading"))
     return written
 
 

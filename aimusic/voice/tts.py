@@ -288,6 +288,15 @@ def read_text(lm: TokenLM, phonemes: list[int], temperature: float = 1.0,
     return vocab.semantic_tokens(torch.tensor(out, dtype=torch.long))
 
 
+def check_reader(chain: Any, lm: TokenLM) -> None:
+    """The reading LM must have learnt the semantic tokens of the chain's semantic model
+    (the only model it depends on: it never sees acoustic tokens)."""
+    if lm.depends.get("semantic") != chain.semantic.source_hash:
+        raise AimusicError(f"{lm.source_path}: the reading LM was trained on tokens of the "
+                           f"semantic model {lm.depends.get('semantic')}, not the one in use "
+                           f"({chain.semantic.source_hash})")
+
+
 def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = None, *,
                voice_name: str = "<voice>", sampling: dict[str, Any] | None = None,
                reading_temperature: float = 1.0, seed: int | None = None,
@@ -310,10 +319,7 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
     if chain.layout != "flat":
         raise AimusicError(f"speak renders with the coarse and fine LMs (flat layout), not "
                            f"the {chain.layout} layout")
-    if lm.depends.get("semantic") != chain.semantic.source_hash:
-        raise AimusicError(f"{lm.source_path}: the reading LM was trained on tokens of the "
-                           f"semantic model {lm.depends.get('semantic')}, not the one in use "
-                           f"({chain.semantic.source_hash})")
+    check_reader(chain, lm)
     t0 = time.perf_counter()
     phones = ph.phonemize([text])[0]
     if not [p for p in phones if p not in (ph.WORD, ph.CLAUSE)]:
