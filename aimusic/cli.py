@@ -864,10 +864,10 @@ def demo_cmd(
     from aimusic.demo import run_demo
     from aimusic.runtime import bundled_models_dir
 
+    voice_dir = voice_models or bundled_models_dir("voice")
     with handle_errors():
         m = run_demo(out, _models_in(models), prompt, prompt_seconds, seconds, seed,
-                     progress=not settings.quiet,
-                     voice_models=voice_models or bundled_models_dir("voice"))
+                     progress=not settings.quiet, voice_models=voice_dir)
     stdout.print(m["timings_line"], highlight=False, soft_wrap=True)
     for f in m["files"].values():
         stdout.print(f"{out / f['audio']}  {f['what']}", highlight=False, soft_wrap=True)
@@ -877,8 +877,7 @@ def demo_cmd(
         for f in v["files"].values():
             stdout.print(f"{out / f['audio']}  {f['what']}", highlight=False, soft_wrap=True)
     else:
-        console.print(f"no voice models in {voice_models or bundled_models_dir('voice')}: "
-                      "nothing spoken", highlight=False)
+        console.print(f"no voice models in {voice_dir}: nothing spoken", highlight=False)
     stdout.print(f"report: {out / 'report.html'}  ({m['elapsed_s']:.1f} s)", highlight=False)
 
 
