@@ -176,6 +176,11 @@ def train_codec_cmd(
         Optional[Path], typer.Option(help="Held-out audio (default: a val/ folder, or 5%).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the saved training state.")] = False,
+    init: Annotated[
+        Optional[Path], typer.Option(help="Start from this codec's weights and codebooks (its "
+                                          "architecture; a fresh optimizer), e.g. to train "
+                                          "it on with new losses.")
+    ] = None,
 ) -> None:
     """Train the neural audio codec (encoder, residual VQ, decoder) on a folder of audio."""
     from aimusic.codec.model import PRESETS
@@ -187,7 +192,7 @@ def train_codec_cmd(
         flags = {"steps": steps, "minutes": minutes, "batch_size": batch_size}
         model_cfg, train_cfg = _train_configs(PRESETS, TRAIN_PRESETS, preset, config, flags)
         metrics = train_codec(list(audio_dirs), out, model_cfg, train_cfg, resolve_device(),
-                              resume=resume, val_dir=val_dir)
+                              resume=resume, val_dir=val_dir, init=init)
     from aimusic.artifacts import state_path
 
     stdout.print(f"codec: {out}  (training state: {state_path(out)})", highlight=False)

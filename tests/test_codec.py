@@ -17,7 +17,13 @@ from aimusic.cli import app
 from aimusic.codec.model import Codec, load_codec, preset_tiny, save_codec
 from aimusic.codec.quantizer import ResidualVQ, VectorQuantizer, ema_update, kmeans, nearest
 from aimusic.codec.stream import context_frames, decode_stream, encode_stream
-from aimusic.codec.train import TRAIN_PRESETS, sample_levels, train_codec
+from aimusic.codec.train import (
+    TRAIN_PRESETS,
+    phase_losses,
+    sample_levels,
+    spectrum_losses,
+    train_codec,
+)
 from aimusic.dsp import mel_distance
 from aimusic.errors import AimusicError, ArtifactError
 
@@ -196,6 +202,54 @@ def test_resume_continues_exactly(synth_dir: Path, tmp_path: Path) -> None:
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_spectrum_losses_vanish_for_the_target_itself_and_not_for_a_wrong_phase() -> None:
+    """The istft head's losses: zero when its STFT is the target's own, and each one grows
+    when the phase is wrong (a random phase, or a steady tone with too slow an advance)."""
+    n_fft, hop = 1280, 320
+    t = torch.arange(hop * 40) / SR
+    x = (0.3 * torch.sin(2 * torch.pi * 220.0 * t) + 0.1 * torch.sin(2 * torch.pi * 660.0 * t)
+         + 0.01 * torch.randn(t.shape, generator=torch.Generator().manual_seed(0)))[None, None]
+    S = torch.stft(x[:, 0], n_fft, hop, n_fft, torch.hann_window(n_fft), center=True,
+                   return_complex=True)[..., :40]
+    exact = spectrum_losses(x, S.abs().clamp_min(1e-9).log(), torch.angle(S), n_fft, hop)
+    assert all(float(v) < 1e-4 for v in exact.values()), exact
+    noise = torch.rand(S.shape, generator=torch.Generator().manual_seed(1)) * 2 * torch.pi
+    wrong = phase_losses(noise, S)
+    assert all(float(v) > 0.5 for v in wrong.values()), wrong
+    frozen = torch.angle(S[..., :1]).expand_as(S)  # right in frame 0, then never advancing
+    assert float(phase_losses(frozen, S)["phase/iaf"]) > 0.3
+    offset = torch.angle(S) + noise[..., :1]  # advancing rightly from a wrong start
+    shifted = phase_losses(offset, S)
+    assert float(shifted["phase/iaf"]) < 1e-4 and float(shifted["phase/ip"]) > 0.5, shifted
+    louder = spectrum_losses(x, S.abs().clamp_min(1e-9).log() + 0.5, torch.angle(S), n_fft, hop)
+    assert float(louder["spec/mag"]) > 0.5
+
+
+def test_init_takes_a_saved_codec_and_trains_on(synth_dir: Path, tmp_path: Path) -> None:
+    """``--init``: the folded weights of a saved codec enter a weight-normed one unchanged
+    (same decoding), and a run started from it records where it started."""
+    src = tmp_path / "src.safetensors"
+    train_codec(synth_dir, src, HEADS["istft"](), tiny_train(steps=2, val_every=2), CPU,
+                show_progress=False)
+    saved = load_codec(src)
+    fresh = Codec(saved.cfg)
+    fresh.init_from(saved, per_code=2.0)
+    fresh.eval()
+    codes = torch.randint(0, saved.cfg.codebook_size, (1, saved.cfg.levels, 12))
+    torch.testing.assert_close(fresh.decode(codes), saved.decode(codes), atol=1e-5, rtol=1e-4)
+    with pytest.raises(AimusicError, match="architecture differs"):
+        Codec(preset_tiny()).init_from(saved, per_code=2.0)
+    out = tmp_path / "on.safetensors"
+    m = train_codec(synth_dir, out, preset_tiny(), tiny_train(steps=2, val_every=2), CPU,
+                    show_progress=False, init=src)
+    assert np.isfinite(m["mel_distance"])
+    from aimusic.artifacts import read_metadata
+
+    meta = read_metadata(out)
+    assert meta["config"]["head"] == "istft"  # the init file's architecture, not the preset's
+    assert meta["extra"]["init"]["hash"] == saved.source_hash
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(synth_dir, tmp_path, monkeypatch):

@@ -135,14 +135,19 @@ class Codec(nn.Module):
         return nn.functional.pad(x, (0, extra)) if extra else x
 
     def forward(
-        self, x: torch.Tensor, n_levels: torch.Tensor | int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Training pass: x [B, 1, T] -> (reconstruction [B, 1, T], codes, commitment loss)."""
+        self, x: torch.Tensor, n_levels: torch.Tensor | int | None = None, spectrum: bool = False
+    ) -> tuple[torch.Tensor, ...]:
+        """Training pass: x [B, 1, T] -> (reconstruction [B, 1, T], codes, commitment loss),
+        and with ``spectrum`` (istft head only) the head's log magnitude and phase."""
         T = x.shape[-1]
         z = self.encoder(self.pad(x))
         q, codes, commit = self.quantizer(z, n_levels)
-        y = self.decoder(q)[..., :T]
-        return y, codes, commit
+        if not spectrum:
+            return self.decoder(q)[..., :T], codes, commit
+        if not isinstance(self.decoder, SpectralDecoder):
+            raise AimusicError("only the istft decoder head has a spectrum")
+        log_mag, phase = self.decoder.spectrum(q)
+        return self.decoder.synthesize(log_mag, phase)[..., :T], codes, commit, log_mag, phase
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, n_levels: int | None = None) -> torch.Tensor:
@@ -155,6 +160,32 @@ class Codec(nn.Module):
         """codes [B, K, F] -> audio [B, 1, F * hop]; ``first_frame`` is the index of the
         first frame in the whole signal when a long one is decoded in chunks."""
         return self.decoder(self.quantizer.decode(codes), first_frame)
+
+    @torch.no_grad()
+    def init_from(self, other: Codec, per_code: float) -> None:
+        """Start from ``other``'s weights (same config; its layers folded or weight-normed):
+        a folded weight W enters a weight-normed layer as direction W and gain |W| (the
+        same W), and the codebooks get EMA statistics (``seed_statistics``)."""
+        from torch.nn.utils import parametrize
+
+        if config_to_dict(other.cfg) != config_to_dict(self.cfg):
+            raise AimusicError("--init: the codec's architecture differs from this run's")
+        src = dict(other.state_dict())
+        for name, m in self.named_modules():
+            key = f"{name}.weight"
+            if parametrize.is_parametrized(m, "weight") and key in src:
+                w = src.pop(key)
+                pw = m.parametrizations.weight  # type: ignore[union-attr, index]
+                pw.original0.copy_(torch.norm_except_dim(w, 2, 0))
+                pw.original1.copy_(w)
+        missing, unexpected = self.load_state_dict(src, strict=False)
+        missing = [k for k in missing if not k.endswith(TRAINING_ONLY)
+                   and ".parametrizations." not in k]
+        if missing or unexpected:
+            raise AimusicError(f"--init: weights do not match (missing {missing[:3]}, "
+                               f"unexpected {unexpected[:3]})")
+        for level in range(self.cfg.levels):
+            self.quantizer.vq(level).seed_statistics(per_code)
 
     def fold_weight_norm(self) -> Codec:
         """Bake weight norm into plain weights: same outputs, faster inference."""

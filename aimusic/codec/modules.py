@@ -152,9 +152,10 @@ class SpectralDecoder(nn.Module):
     then a few output weights per frequency bin, not a filter that transposed convs must
     learn, and it is learnt in fewer steps (BENCHMARKS.md); there is no upsampling layer to
     leave a tone at its rate. A harmonic also needs its phase to advance coherently from
-    frame to frame, which mel and waveform losses alone teach slowly. Output sample n
-    depends on the frames within ``n_fft / 2`` of it (``window_frames`` on each side, for
-    streaming).
+    frame to frame, which mel and waveform losses alone hardly teach: training compares
+    ``spectrum`` with the target's STFT bin by bin, phases included
+    (``codec.train.spectrum_losses``). Output sample n depends on the frames within
+    ``n_fft / 2`` of it (``window_frames`` on each side, for streaming).
     """
 
     def __init__(self, dim: int, channels: int, hop: int, dilations: tuple[int, ...],
@@ -170,13 +171,15 @@ class SpectralDecoder(nn.Module):
         self.window: torch.Tensor
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
 
-    def forward(self, z: torch.Tensor, first_frame: int = 0) -> torch.Tensor:
-        """``first_frame``: the index of z's first frame in the whole signal (with
+    def spectrum(self, z: torch.Tensor, first_frame: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent frames [B, dim, F] -> (log magnitude, phase), each [B, n_fft // 2 + 1, F]:
+        the STFT the waveform is made from (training compares it with the target's own).
+        ``first_frame``: the index of z's first frame in the whole signal (with
         ``bin_phase``, chunks decoded apart then join as one pass would)."""
-        B, _, F = z.shape
+        F = z.shape[-1]
         y = self.net(z).float()
         bins = self.n_fft // 2 + 1
-        mag = y[:, :bins].clamp(max=8.0).exp()  # log magnitude, capped: e^8 ~ 3000
+        log_mag = y[:, :bins].clamp(max=8.0)  # capped: e^8 ~ 3000
         phase = y[:, bins:]
         if self.bin_phase:
             # the phase a steady sinusoid at bin k's centre has in frame t is its start phase
@@ -185,7 +188,14 @@ class SpectralDecoder(nn.Module):
             k = torch.arange(bins, device=z.device)[:, None]
             t = torch.arange(first_frame, first_frame + F, device=z.device)[None, :]
             phase = phase + ((k * t) % 4).float() * (math.pi / 2)
-        spec = torch.polar(mag, phase)
+        return log_mag, phase
+
+    def synthesize(self, log_mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """(log magnitude, phase) [B, bins, F] -> audio [B, 1, F * hop] (inverse STFT)."""
+        spec = torch.polar(log_mag.exp(), phase)
         audio = torch.istft(spec, self.n_fft, self.hop, self.n_fft, self.window, center=True,
-                            length=F * self.hop)
+                            length=phase.shape[-1] * self.hop)
         return audio.unsqueeze(1)
+
+    def forward(self, z: torch.Tensor, first_frame: int = 0) -> torch.Tensor:
+        return self.synthesize(*self.spectrum(z, first_frame))

@@ -143,6 +143,15 @@ class VectorQuantizer(nn.Module):
         self.initted.fill_(True)
 
     @torch.no_grad()
+    def seed_statistics(self, per_code: float) -> None:
+        """EMA statistics for codebooks loaded from a model file (which keeps only the codes):
+        each code as if chosen ``per_code`` times, so training goes on from these codes."""
+        self.cluster_size.fill_(per_code)
+        self.embed_sum.copy_(self.embed * per_code)
+        self.unused.zero_()
+        self.initted.fill_(True)
+
+    @torch.no_grad()
     def update(self, xn: torch.Tensor, codes: torch.Tensor) -> None:
         """EMA step from projected vectors xn [N, d] and their codes; restart dead codes."""
         counts = torch.bincount(codes, minlength=self.size).float()

@@ -28,6 +28,7 @@ from aimusic.codec.discriminator import (
     hinge_g_loss,
 )
 from aimusic.codec.model import Codec, CodecConfig, save_codec
+from aimusic.codec.modules import SpectralDecoder
 from aimusic.config import config_from_dict, config_to_dict
 from aimusic.data import SegmentSampler, fixed_clips, scan_all
 from aimusic.distributed import any_true, setup, teardown
@@ -55,6 +56,10 @@ class CodecTrainConfig:
     w_mel: float = 1.0
     w_wave: float = 0.1  # L1 on the waveform: the mel loss alone leaves the phase free
     w_commit: float = 1.0
+    spec_start: int = 1000  # steps before the istft head's spectrum losses join (from scratch,
+    # they hold a young codec's codebooks collapsed; the mel loss spreads them first)
+    w_spec: float = 1.0  # istft head: its STFT magnitudes against the target's (log and linear L1)
+    w_phase: float = 1.0  # istft head: its phases against the target's (``phase_losses``)
     w_adv: float = 0.1
     w_feat: float = 1.0
     val_every: int = 500
@@ -64,7 +69,7 @@ class CodecTrainConfig:
 
 
 TRAIN_PRESETS = {
-    "tiny": lambda: CodecTrainConfig(batch_size=2, segment_seconds=0.5, adv_start=20,
+    "tiny": lambda: CodecTrainConfig(batch_size=2, segment_seconds=0.5, adv_start=20, spec_start=40,
                                      disc_channels=4, val_every=50, val_clips=2,
                                      val_seconds=1.0),
     # the discriminator costs 4-5x a reconstruction step on a CPU: an hour's CPU budget
@@ -84,6 +89,56 @@ def sample_levels(batch: int, levels: int, p: float, gen: torch.Generator) -> to
     n = torch.randint(1, levels + 1, (batch,), generator=gen)
     keep_all = torch.rand(batch, generator=gen) >= p
     return torch.where(keep_all, torch.full_like(n, levels), n)
+
+
+def _weighted_cos(d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Mean of 1 - cos(d) weighted by w: 0 when every angle d is a whole turn, whatever the
+    wrapping (an anti-wrapping loss, smooth everywhere)."""
+    return ((1 - torch.cos(d)) * w).sum() / w.sum().clamp_min(1e-8)
+
+
+def phase_losses(phase: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """An STFT's phases [B, bins, F] against a complex target STFT of the same frames, as in
+    APNet (Ai and Ling, 2023): the phases themselves, their differences across bins (group
+    delay) and across frames (instantaneous frequency), each weighted by the target's
+    magnitude so the loud partials count and the phases of noise (which nothing predicts)
+    hardly do."""
+    mag, ref = target.abs(), torch.angle(target)
+    w = mag / mag.mean(dim=(1, 2), keepdim=True).clamp_min(1e-8)
+    return {
+        "phase/ip": _weighted_cos(phase - ref, w),
+        "phase/gd": _weighted_cos(phase.diff(dim=1) - ref.diff(dim=1),
+                                  torch.minimum(w[:, 1:], w[:, :-1])),
+        "phase/iaf": _weighted_cos(phase.diff(dim=2) - ref.diff(dim=2),
+                                   torch.minimum(w[..., 1:], w[..., :-1])),
+    }
+
+
+SPEC_FLOOR = 1e-2  # magnitudes below this (some 70 dB under a loud partial) all count alike
+
+
+def spectrum_losses(x: torch.Tensor, log_mag: torch.Tensor, phase: torch.Tensor, n_fft: int,
+                    hop: int) -> dict[str, torch.Tensor]:
+    """The istft head's STFT (log magnitude and phase, [B, bins, F]) against the STFT of the
+    target audio x [B, 1, T] with the same window, hop and frames. The magnitudes are
+    compared bin by bin (L1 of the log magnitudes, and the spectral convergence of the linear
+    ones, which is scale-free: a linear L1 lets loud clips' gradients swamp the rest and
+    collapsed a small codec's codebooks): a mel loss blurs the bins of a
+    harmonic's neighbours together, and a codec trained on mel losses alone makes
+    whispered speech, formants without harmonics (BENCHMARKS.md)."""
+    F = phase.shape[-1]
+    x = x.squeeze(1).float()
+    x = torch.nn.functional.pad(x, (0, max(0, F * hop - x.shape[-1])))[:, :F * hop]
+    window = torch.hann_window(n_fft, device=x.device)
+    target = torch.stft(x, n_fft, hop, n_fft, window, center=True, return_complex=True)[..., :F]
+    mag = target.abs()
+    est = log_mag.exp()  # spectral convergence: the linear error relative to the target's size
+    convergence = (est - mag).flatten(1).norm(dim=1) / mag.flatten(1).norm(dim=1).clamp_min(1e-5)
+    floor = math.log(SPEC_FLOOR)
+    log_l1 = (log_mag.clamp_min(floor) - mag.clamp_min(SPEC_FLOOR).log()).abs().mean()
+    losses = {"spec/mag": log_l1 + convergence.mean()}
+    losses.update(phase_losses(phase, target))
+    return losses
 
 
 @torch.no_grad()
@@ -117,21 +172,30 @@ def train_codec(
     resume: bool = False,
     val_dir: str | Path | None = None,
     show_progress: bool = True,
+    init: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train a codec on the audio under ``audio_dir`` (one folder or several); returns the
-    last validation metrics."""
+    last validation metrics. ``init``: a codec file to start from (its architecture, its
+    weights and codebooks; a fresh optimizer), e.g. to train it on with new losses."""
     out = Path(out)
     dist_info = setup(device)
     try:
         return _train(audio_dir, out, model_cfg, train_cfg, device, resume, val_dir,
-                      show_progress, dist_info)
+                      show_progress, dist_info, init)
     finally:
         teardown(dist_info)
 
 
-def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progress, dist_info):
+def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progress, dist_info,
+           init):
     state_file = state_path(out)
     state = load_state(state_file) if resume else None
+    start_from = None
+    if init is not None and state is None:
+        from aimusic.codec.model import load_codec
+
+        start_from = load_codec(init)
+        model_cfg = start_from.cfg  # the file's architecture, whatever the preset says
     if state is not None:  # the run's own configs win over flags when resuming
         model_cfg = config_from_dict(CodecConfig, state["model_config"], str(state_file))
         cfg = config_from_dict(CodecTrainConfig, {**state["train_config"],
@@ -145,7 +209,14 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
     sr = model_cfg.sample_rate
 
     torch.manual_seed(cfg.seed)
-    codec = Codec(model_cfg).to(device)
+    codec = Codec(model_cfg)
+    if start_from is not None:
+        frames = cfg.batch_size * math.ceil(cfg.segment_seconds * model_cfg.frame_rate)
+        codec.init_from(start_from, per_code=frames / model_cfg.codebook_size)
+        log.info("starting from %s (%s)", init, start_from.source_hash)
+    codec = codec.to(device)
+    started_from = (state or {}).get("init") or (
+        None if start_from is None else {"path": str(init), "hash": start_from.source_hash})
     disc = MultiScaleSTFTDiscriminator(cfg.disc_ffts, cfg.disc_channels).to(device)
     opt_g = torch.optim.AdamW(codec.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
@@ -176,8 +247,12 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
     val_clips = [c for _, c in fixed_clips(collection.val or collection.train, sr,
                                            cfg.val_seconds, cfg.val_clips)]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    weights = {"mel/loss": cfg.w_mel, "wave/l1": cfg.w_wave, "vq/commit": cfg.w_commit, "adv/gen": cfg.w_adv,
-               "adv/feat": cfg.w_feat}
+    weights = {"mel/loss": cfg.w_mel, "wave/l1": cfg.w_wave, "vq/commit": cfg.w_commit,
+               "spec/mag": cfg.w_spec, "phase/ip": cfg.w_phase, "phase/gd": cfg.w_phase,
+               "phase/iaf": cfg.w_phase, "adv/gen": cfg.w_adv, "adv/feat": cfg.w_feat}
+    head = codec.decoder if isinstance(codec.decoder, SpectralDecoder) else None
+    spectral = head is not None and (cfg.w_spec > 0 or cfg.w_phase > 0)
+    spec_from = 0 if started_from else cfg.spec_start  # a trained codec needs no warm-up
     metrics: dict[str, Any] = history[-1] if history else {}
     start_time = time.monotonic()
     progress = TrainProgress("codec", cfg.steps, start=step,
@@ -186,13 +261,15 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
     def checkpoint() -> None:
         if not dist_info.main:
             return
-        save_codec(codec, out, extra={"steps": step, "data": data_desc, **metrics})
+        save_codec(codec, out, extra={"steps": step, "data": data_desc, **metrics,
+                                      **({"init": started_from} if started_from else {})})
         save_state(state_file, {
             "codec": codec.state_dict(), "disc": disc.state_dict(),
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
             "sampler": sampler.state(), "dropout_rng": dropout_gen.get_state(),
             "torch_rng": torch.get_rng_state(), "step": step, "history": history,
             "model_config": config_to_dict(model_cfg), "train_config": config_to_dict(cfg),
+            "init": started_from,
         })
         with open(out.with_name(out.name.removesuffix(".safetensors") + ".log.jsonl"), "a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
@@ -206,11 +283,15 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
             n_levels = sample_levels(cfg.batch_size, model_cfg.levels, cfg.quantizer_dropout,
                                      dropout_gen).to(device)
             with autocast:
-                y, _, commit = g_model(x, n_levels)
+                y, _, commit, *spectrum = g_model(x, n_levels,
+                                                  spectrum=spectral and step >= spec_from)
             y = y.float()
             losses = {"mel/loss": multiscale_mel_loss(x, y, sr, cfg.mel_windows),
                       "wave/l1": (x - y).abs().mean(),
                       "vq/commit": commit.float()}
+            if spectrum and head is not None:
+                log_mag, phase = spectrum
+                losses.update(spectrum_losses(x, log_mag, phase, head.n_fft, head.hop))
             if step >= cfg.adv_start:
                 with autocast:
                     d_loss = hinge_d_loss(d_model(x), d_model(y.detach()))
