@@ -41,9 +41,10 @@ from aimusic.lm.model import (
 
 
 def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-    # as RMSNorm: statistics in float32
-    xf = x.float()
-    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).type_as(x) * w
+    # as RMSNorm (statistics in float32), in one fused op where x is float32 already
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), w, eps)
+    return F.rms_norm(x.float(), (x.shape[-1],), None, eps).type_as(x) * w
 
 
 class Decoder:
@@ -126,9 +127,11 @@ class Decoder:
                  top_k: int | None = None, top_p: float | None = None,
                  generator: torch.Generator | None = None,
                  allowed: Callable[[int], Any] | None = None,
-                 emit: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+                 emit: Callable[[torch.Tensor], None] | None = None,
+                 stop: int | None = None) -> torch.Tensor:
         """``lm.model.generate(..., use_cache=True)``, faster: the same draws in the same order.
-        ``emit`` (if given) receives each new position's ids [B, 1(, S)] as soon as drawn."""
+        ``emit`` (if given) receives each new position's ids [B, 1(, S)] as soon as drawn;
+        with ``stop``, generation ends early once every row has drawn that id."""
         lm = self.lm
         check_window(prompt.shape[1], n, lm.cfg.max_len)
         was_training = lm.training
@@ -149,6 +152,8 @@ class Decoder:
                 out.append(tok[:, None])
                 if emit is not None:
                     emit(out[-1])
+                if stop is not None and bool((tok == stop).all()):
+                    break
                 if j + 1 < n:
                     h = self.step(tok, cache)
         finally:

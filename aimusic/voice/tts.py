@@ -36,7 +36,7 @@ from aimusic.artifacts import load_state, save_state
 from aimusic.errors import AimusicError
 from aimusic.lm import layouts as L
 from aimusic.lm.baselines import BaselineScore, fit
-from aimusic.lm.model import LMConfig, TokenLM, next_token_loss, sample, save_lm
+from aimusic.lm.model import LMConfig, TokenLM, next_token_loss, save_lm
 from aimusic.lm.train import LMTrainConfig, lr_at, make_optimizer, plan_steps, split_items
 from aimusic.tokens.reader import TokenDataset
 
@@ -272,20 +272,17 @@ def read_text(lm: TokenLM, phonemes: list[int], temperature: float = 1.0,
     if ids.numel() >= lm.cfg.max_len:
         raise AimusicError(f"the text is {len(phonemes)} phonemes long; the reading LM reads "
                            f"at most {lm.cfg.max_len - 3} at once: split it into sentences")
+    from aimusic.gen.decode import Decoder
+
     device = next(lm.parameters()).device
-    lo, hi = L.allowed_reading(vocab, len(phonemes))(ids.numel())  # semantic ids or END
-    cache = lm.new_cache()
-    logits = lm(ids[None].to(device), cache)[:, -1]
-    out: list[int] = []
-    for _ in range(lm.cfg.max_len - ids.numel()):
-        tok = int(sample(logits[:, lo:hi], temperature, top_k, top_p, generator)) + lo
-        if tok == vocab.end_id:
-            break
-        out.append(tok)
-        if ids.numel() + len(out) >= lm.cfg.max_len:
-            break
-        logits = lm(torch.tensor([[tok]], device=device), cache)[:, -1]
-    return vocab.semantic_tokens(torch.tensor(out, dtype=torch.long))
+    span = L.allowed_reading(vocab, len(phonemes))(ids.numel())  # semantic ids or END
+    seq = Decoder(lm).generate(ids[None].to(device), lm.cfg.max_len - ids.numel(),
+                               temperature=temperature, top_k=top_k, top_p=top_p,
+                               generator=generator, allowed=lambda i: span, stop=vocab.end_id)
+    out = seq[0, ids.numel():].cpu()
+    if out.numel() and int(out[-1]) == vocab.end_id:
+        out = out[:-1]
+    return vocab.semantic_tokens(out)
 
 
 def check_reader(chain: Any, lm: TokenLM) -> None:
