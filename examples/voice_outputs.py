@@ -15,6 +15,10 @@ its utterances of at least 3.5 s:
 
 Writes OUT/continue-*.wav, OUT/speak-*.wav, OUT/outputs.jsonl and OUT/timings.json (speed of
 `speak`: seconds of speech per second of wall time, and for 10-word sentences).
+
+``--roundtrip CODEC`` (no ``--models``) writes instead OUT/rt-*.wav: the real recordings of
+the sentences `speak` would say, encoded and decoded by that codec with no LM, listed as
+`speak` outputs (same prompt, same text), so `eval voice` scores what the codec alone keeps.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ from aimusic.voice.tts import READING_FILE, speak_text
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, default=Path("data/speech"))
-    ap.add_argument("--models", type=Path, required=True)
+    ap.add_argument("--models", type=Path)
+    ap.add_argument("--roundtrip", type=Path, metavar="CODEC",
+                    help="Round trips of the recordings through this codec, no LMs.")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--items", type=int, default=12, help="Outputs per test voice and task.")
     ap.add_argument("--prompt-seconds", type=float, default=3.0)
@@ -54,10 +60,14 @@ def main() -> None:
             by_speaker[e["speaker"]].append(e)
     if not by_speaker:
         raise SystemExit(f"{a.corpus}: no test utterances of {a.prompt_seconds + 0.5:g} s or more")
+    a.out.mkdir(parents=True, exist_ok=True)
+    if a.roundtrip is not None:
+        return roundtrips(a, by_speaker)
+    if a.models is None:
+        raise SystemExit("give --models (or --roundtrip CODEC)")
     chain = load_chain(a.models, "flat")
     lm = None if a.no_speak else load_lm(a.models / READING_FILE, "reading")
     sr = chain.sample_rate
-    a.out.mkdir(parents=True, exist_ok=True)
     listing, speed = [], []
     for speaker, utts in sorted(by_speaker.items()):
         utts = utts[:a.items + 1]
@@ -94,6 +104,30 @@ def main() -> None:
                                         if ten else None),
     })
     print(f"{len(listing)} outputs in {a.out / 'outputs.jsonl'}")
+
+
+def roundtrips(a: argparse.Namespace, by_speaker: dict[str, list[dict]]) -> None:
+    """The recordings `speak` is judged against, through the codec alone."""
+    import torch
+
+    from aimusic.codec.model import load_codec
+
+    codec = load_codec(a.roundtrip)
+    sr = codec.cfg.sample_rate
+    listing = []
+    for speaker, utts in sorted(by_speaker.items()):
+        utts = utts[:a.items + 1]
+        for k, e in enumerate(utts[:a.items]):
+            if not e.get("text") or len(utts) < 2:
+                continue
+            x = torch.from_numpy(load_audio(a.corpus / e["path"], sr))[None, None]
+            y = codec.decode(codec.encode(x))[0, 0, :x.shape[-1]].numpy()
+            name = f"rt-{speaker}-{k:03d}.wav"
+            save_audio(a.out / name, y, sr)
+            listing.append({"path": name, "task": "speak", "speaker": speaker,
+                            "prompt": utts[(k + 1) % len(utts)]["path"], "text": e["text"]})
+    (a.out / "outputs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in listing))
+    print(f"{len(listing)} round trips through {a.roundtrip} in {a.out / 'outputs.jsonl'}")
 
 
 if __name__ == "__main__":
