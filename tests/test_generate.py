@@ -82,8 +82,6 @@ def test_plan_chunks_and_fine_windows() -> None:
         assert length <= window and starts[0] == first and starts[-1] + length == total
         assert all(b - a <= length for a, b in zip(starts, starts[1:]))  # no gaps
         assert len(starts) == -(-(total - first) // window)  # as few windows as fit
-    assert S.fine_groups(6, 4) == [1, 2, 3] and S.fine_groups(12, 4) == [1, 2, 3, 4, 2]
-    assert S.fine_groups(1, 4) == [1] and S.fine_groups(0, 4) == []
 
 
 def test_sampling_settings() -> None:
