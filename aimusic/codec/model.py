@@ -171,6 +171,7 @@ class Codec(nn.Module):
         if config_to_dict(other.cfg) != config_to_dict(self.cfg):
             raise AimusicError("--init: the codec's architecture differs from this run's")
         src = dict(other.state_dict())
+        folded = set()  # weight-normed layers here whose weight came folded
         for name, m in self.named_modules():
             key = f"{name}.weight"
             if parametrize.is_parametrized(m, "weight") and key in src:
@@ -178,9 +179,10 @@ class Codec(nn.Module):
                 pw = m.parametrizations.weight  # type: ignore[union-attr, index]
                 pw.original0.copy_(torch.norm_except_dim(w, 2, 0))
                 pw.original1.copy_(w)
+                folded.add(name)
         missing, unexpected = self.load_state_dict(src, strict=False)
         missing = [k for k in missing if not k.endswith(TRAINING_ONLY)
-                   and ".parametrizations." not in k]
+                   and k.split(".parametrizations.")[0] not in folded]
         if missing or unexpected:
             raise AimusicError(f"--init: weights do not match (missing {missing[:3]}, "
                                f"unexpected {unexpected[:3]})")
