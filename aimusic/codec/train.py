@@ -58,7 +58,7 @@ class CodecTrainConfig:
     w_commit: float = 1.0
     spec_start: int = 1000  # steps before the istft head's spectrum losses join (from scratch,
     # they hold a young codec's codebooks collapsed; the mel loss spreads them first)
-    w_spec: float = 1.0  # istft head: its STFT magnitudes against the target's (log and linear L1)
+    w_spec: float = 1.0  # istft head: its STFT magnitudes against the target's (``spectrum_losses``)
     w_phase: float = 1.0  # istft head: its phases against the target's (``phase_losses``)
     w_adv: float = 0.1
     w_feat: float = 1.0
