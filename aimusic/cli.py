@@ -181,6 +181,11 @@ def train_codec_cmd(
                                           "architecture; a fresh optimizer), e.g. to train "
                                           "it on with new losses.")
     ] = None,
+    decoder_only: Annotated[
+        bool, typer.Option("--decoder-only", help="With --init: train the decoder alone. The "
+                                                  "encoder and codebooks stay, so the codec's "
+                                                  "tokens, and LMs trained on them, stay valid.")
+    ] = False,
 ) -> None:
     """Train the neural audio codec (encoder, residual VQ, decoder) on a folder of audio."""
     from aimusic.codec.model import PRESETS
@@ -189,7 +194,8 @@ def train_codec_cmd(
 
     with handle_errors():
         out = out or _models_dir(models) / "codec.safetensors"
-        flags = {"steps": steps, "minutes": minutes, "batch_size": batch_size}
+        flags = {"steps": steps, "minutes": minutes, "batch_size": batch_size,
+                 "decoder_only": decoder_only or None}
         model_cfg, train_cfg = _train_configs(PRESETS, TRAIN_PRESETS, preset, config, flags)
         metrics = train_codec(list(audio_dirs), out, model_cfg, train_cfg, resolve_device(),
                               resume=resume, val_dir=val_dir, init=init)
@@ -734,8 +740,15 @@ def continue_cmd(
     models: ModelsOpt = None,
     codec: GenCodecOpt = None,
     semantic: GenSemanticOpt = None,
+    voice_match: Annotated[
+        int, typer.Option("--voice-match", min=0, metavar="K",
+                          help="Speech: re-express each new frame as the mean of the prompt's K "
+                               "nearest frames, which keeps the speaker's voice (4 is a good "
+                               "start; 0: off, the default, right for music).")
+    ] = 0,
 ) -> None:
-    """Continue music: the semantic, coarse and fine LMs extend each file by --seconds."""
+    """Continue music (or speech, with speech models): the semantic, coarse and fine LMs
+    extend each file by --seconds."""
     from aimusic.gen import continue_file, sampling_for
 
     with handle_errors():
@@ -748,7 +761,7 @@ def continue_cmd(
             r = continue_file(chain, path, target, seconds, prompt_seconds=prompt_seconds,
                               continuation_only=continuation_only, sampling=sampling,
                               seed=seed if seed is not None else settings.seed, use_cache=cache,
-                              progress=not settings.quiet)
+                              progress=not settings.quiet, voice_match=voice_match)
             _print_generated(r, f"{path} -> ")
 
 
@@ -810,12 +823,18 @@ def speak_cmd(
     top_p: TopPOpt = None,
     seed: GenSeedOpt = None,
     models: ModelsOpt = None,
+    voice_match: Annotated[
+        Optional[int], typer.Option("--voice-match", min=0, metavar="K",
+                                    help="Re-express each new frame as the mean of the voice's "
+                                         "K nearest frames, which keeps the voice "
+                                         "[default: 4; 0: off].")
+    ] = None,
 ) -> None:
     """Text to speech in the voice of --voice: the reading LM, then the coarse and fine LMs."""
     from aimusic.audio import load_audio, save_audio
     from aimusic.gen import sampling_for
     from aimusic.lm.model import load_lm
-    from aimusic.voice.tts import EXAMPLE_VOICE, READING_FILE, speak_text
+    from aimusic.voice.tts import EXAMPLE_VOICE, READING_FILE, VOICE_MATCH, speak_text
 
     with handle_errors():
         if (text is None) == (text_file is None):
@@ -843,7 +862,8 @@ def speak_cmd(
         base = seed if seed is not None else settings.seed
         for i, (line, target) in enumerate(zip(lines, targets)):
             r = speak_text(chain, lm, line, audio, voice_name=str(voice), sampling=sampling,
-                           seed=None if base is None else base + i, progress=not settings.quiet)
+                           seed=None if base is None else base + i, progress=not settings.quiet,
+                           voice_match=VOICE_MATCH if voice_match is None else voice_match)
             r["out"] = save_audio(target, r["audio"], r["sample_rate"])
             _print_generated(r, "")
 

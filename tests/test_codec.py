@@ -16,7 +16,13 @@ from aimusic.audio import load_audio, save_audio
 from aimusic.cli import app
 from aimusic.codec.model import Codec, load_codec, preset_tiny, save_codec
 from aimusic.codec.quantizer import ResidualVQ, VectorQuantizer, ema_update, kmeans, nearest
-from aimusic.codec.stream import context_frames, decode_stream, encode_stream
+from aimusic.codec.stream import (
+    context_frames,
+    decode_stream,
+    encode_file,
+    encode_stream,
+    load_codes,
+)
 from aimusic.codec.train import (
     TRAIN_PRESETS,
     phase_losses,
@@ -250,6 +256,39 @@ def test_init_takes_a_saved_codec_and_trains_on(synth_dir: Path, tmp_path: Path)
     meta = read_metadata(out)
     assert meta["config"]["head"] == "istft"  # the init file's architecture, not the preset's
     assert meta["extra"]["init"]["hash"] == saved.source_hash
+
+
+def test_decoder_only_keeps_the_tokens_and_their_hash(synth_dir: Path, tmp_path: Path) -> None:
+    """``--decoder-only``: the decoder learns, the encoder and codebooks do not, so the new
+    file encodes to the same codes and names the first codec's tokens as its own: codes
+    files and LMs made with the first codec are accepted by the second."""
+    src = tmp_path / "src.safetensors"
+    train_codec(synth_dir, src, preset_tiny(), tiny_train(steps=3, val_every=3), CPU,
+                show_progress=False)
+    with pytest.raises(AimusicError, match="needs --init"):
+        train_codec(synth_dir, tmp_path / "x.safetensors", preset_tiny(),
+                    tiny_train(steps=1, decoder_only=True), CPU, show_progress=False)
+    out = tmp_path / "dec.safetensors"
+    r = CliRunner().invoke(app, ["train-codec", str(synth_dir), "--preset", "tiny", "--steps", "3",
+                                 "--init", str(src), "--decoder-only", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    first, second = load_codec(src), load_codec(out)
+    assert second.source_hash != first.source_hash
+    assert second.tokens_hash == first.source_hash
+    x = torch.from_numpy(melody(1.0))[None, None]
+    codes = first.encode(x)
+    assert torch.equal(second.encode(x), codes)
+    assert not torch.allclose(second.decode(codes), first.decode(codes))  # the decoder learnt
+    wav = tmp_path / "a.wav"
+    save_audio(wav, x[0, 0].numpy(), SR)
+    codes_file = encode_file(first, wav, tmp_path / "a.codes.safetensors")
+    assert torch.equal(load_codes(codes_file, second)[0], load_codes(codes_file, first)[0])
+    # resumed, the run keeps its own config (decoder only) and the first codec's tokens
+    train_codec(synth_dir, out, preset_tiny(), tiny_train(steps=5, val_every=5), CPU,
+                show_progress=False, resume=True)
+    third = load_codec(out)
+    assert third.source_hash != second.source_hash and third.tokens_hash == first.source_hash
+    assert torch.equal(third.encode(x), codes)
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(synth_dir, tmp_path, monkeypatch):

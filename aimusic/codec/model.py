@@ -235,4 +235,6 @@ def load_codec(path: str | os.PathLike, device: torch.device | str = "cpu") -> C
                                f"unexpected {unexpected[:3]})")
     codec.source_path = p  # type: ignore[assignment]
     codec.source_hash = art.hash  # type: ignore[assignment]
+    # a decoder trained on alone (train-codec --decoder-only) keeps its codec's tokens
+    codec.tokens_hash = art.meta["extra"].get("tokens_of") or art.hash  # type: ignore[assignment]
     return codec.fold_weight_norm().to(device).eval()

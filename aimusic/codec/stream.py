@@ -168,7 +168,9 @@ def encode_file(
 
 
 def codec_hash(codec: Codec) -> str:
-    h = getattr(codec, "source_hash", None)
+    """The hash that names a loaded codec's tokens: its file's, or, for a decoder trained on
+    alone, the codec whose encoder and codebooks it kept (``extra.tokens_of``)."""
+    h = getattr(codec, "tokens_hash", None) or getattr(codec, "source_hash", None)
     if h is None:
         raise ArtifactError("<codec>", "an unsaved codec has no hash; save and load it first")
     return h

@@ -62,6 +62,8 @@ class CodecTrainConfig:
     w_phase: float = 1.0  # istft head: its phases against the target's (``phase_losses``)
     w_adv: float = 0.1
     w_feat: float = 1.0
+    decoder_only: bool = False  # train the decoder alone: the encoder and codebooks stay as
+    # --init gave them, so the codec's tokens (and LMs trained on them) stay valid
     val_every: int = 500
     val_clips: int = 8
     val_seconds: float = 4.0
@@ -176,7 +178,9 @@ def train_codec(
 ) -> dict[str, Any]:
     """Train a codec on the audio under ``audio_dir`` (one folder or several); returns the
     last validation metrics. ``init``: a codec file to start from (its architecture, its
-    weights and codebooks; a fresh optimizer), e.g. to train it on with new losses."""
+    weights and codebooks; a fresh optimizer), e.g. to train it on with new losses; with
+    ``train_cfg.decoder_only`` only its decoder learns, and the file says whose tokens it
+    reads and writes (``extra.tokens_of``), so LMs trained on them keep working."""
     out = Path(out)
     dist_info = setup(device)
     try:
@@ -216,9 +220,19 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
         log.info("starting from %s (%s)", init, start_from.source_hash)
     codec = codec.to(device)
     started_from = (state or {}).get("init") or (
-        None if start_from is None else {"path": str(init), "hash": start_from.source_hash})
+        None if start_from is None else {"path": str(init), "hash": start_from.source_hash,
+                                         "tokens": start_from.tokens_hash})
+    if cfg.decoder_only and not started_from:
+        raise AimusicError("decoder-only training needs --init CODEC: the trained codec whose "
+                           "encoder and codebooks (and so whose tokens) it keeps")
+    frozen = (codec.encoder, codec.quantizer) if cfg.decoder_only else ()
+    tokens_of = (started_from.get("tokens") or started_from["hash"]
+                 if cfg.decoder_only and started_from else None)
+    for m in frozen:
+        m.requires_grad_(False)
     disc = MultiScaleSTFTDiscriminator(cfg.disc_ffts, cfg.disc_channels).to(device)
-    opt_g = torch.optim.AdamW(codec.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    opt_g = torch.optim.AdamW([p for p in codec.parameters() if p.requires_grad], lr=cfg.lr,
+                              betas=(0.5, 0.9))
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
     sampler = SegmentSampler(collection.train, sr, cfg.segment_seconds,
                              seed=cfg.seed * 1000 + dist_info.rank)
@@ -262,7 +276,8 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
         if not dist_info.main:
             return
         save_codec(codec, out, extra={"steps": step, "data": data_desc, **metrics,
-                                      **({"init": started_from} if started_from else {})})
+                                      **({"init": started_from} if started_from else {}),
+                                      **({"tokens_of": tokens_of} if tokens_of else {})})
         save_state(state_file, {
             "codec": codec.state_dict(), "disc": disc.state_dict(),
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
@@ -279,6 +294,8 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
             out_of_time = cfg.minutes > 0 and time.monotonic() - start_time > cfg.minutes * 60
             if any_true(out_of_time, dist_info):
                 break
+            for m in frozen:  # eval mode: the codebooks' EMA and dead-code restarts stay off
+                m.eval()
             x = torch.from_numpy(sampler.batch(cfg.batch_size))[:, None].to(device)  # [B, 1, T]
             n_levels = sample_levels(cfg.batch_size, model_cfg.levels, cfg.quantizer_dropout,
                                      dropout_gen).to(device)

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from aimusic.errors import AimusicError, ArtifactError
 from aimusic.gen import stages as S
@@ -171,6 +172,7 @@ def load_chain(models_dir: str | Path, layout: str | None = None, device: torch.
     """Load and check the models: missing ones name the command that makes them, and LMs
     trained on tokens of another codec or semantic model are refused."""
     from aimusic.codec.model import load_codec
+    from aimusic.codec.stream import codec_hash
     from aimusic.lm.model import load_lm
     from aimusic.lm.train import lm_path
     from aimusic.semantic.model import load_semantic
@@ -185,7 +187,7 @@ def load_chain(models_dir: str | Path, layout: str | None = None, device: torch.
                            f"{semantic.cfg.hop}) does not line up with the codec "
                            f"({codec.cfg.sample_rate} Hz, hop {codec.cfg.hop})")
     fpt = semantic.cfg.hop // codec.cfg.hop
-    have = {"codec": codec.source_hash, "semantic": semantic.source_hash}
+    have = {"codec": codec_hash(codec), "semantic": semantic.source_hash}
     names = {"codec": getattr(codec, "source_path", "the codec"), "semantic": "the semantic model"}
     lms, windows = {}, {}
     for stage in LAYOUT_STAGES[layout]:
@@ -407,6 +409,31 @@ def decode_codes(chain: Chain, codes: torch.Tensor) -> np.ndarray:
     return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
 
 
+@torch.no_grad()
+def match_voice(codec: Any, prompt_codes: torch.Tensor, new_codes: torch.Tensor,
+                k: int) -> torch.Tensor:
+    """New frames re-expressed in the prompt's own frames (kNN-VC's matching, Baas et al.
+    2023, in the codec's latent): each new frame's quantized latent is replaced by the mean
+    of its ``k`` nearest prompt frames (cosine) and quantized again; ``k=1`` copies the
+    nearest prompt frame's codes. codes [K, F] -> [K, F]; ``k=0`` or no prompt: unchanged.
+
+    The LMs, briefly trained, drift to the voices they saw most; matching keeps whatever
+    is said in sounds the prompt's speaker made (BENCHMARKS.md, "Voice matching"). A
+    3-second prompt holds few of a language's sounds, so the rest come out as its nearest."""
+    if k <= 0 or prompt_codes.shape[1] == 0 or new_codes.shape[1] == 0:
+        return new_codes
+    q = codec.quantizer
+    device = next(codec.parameters()).device
+    zp = q.decode(prompt_codes[None].to(device))[0]  # [D, P]
+    zn = q.decode(new_codes[None].to(device))[0]  # [D, F]
+    sim = F.normalize(zn, dim=0).T @ F.normalize(zp, dim=0)  # [F, P]
+    nearest = sim.topk(min(k, zp.shape[1]), dim=1).indices  # [F, k]
+    if nearest.shape[1] == 1:
+        return prompt_codes[:, nearest[:, 0].cpu()].to(new_codes)
+    mean = zp[:, nearest].mean(-1)  # [D, F]
+    return q.encode(mean[None], new_codes.shape[0])[0].to(new_codes)
+
+
 def decode_after(chain: Chain, prompt_codes: torch.Tensor, new_codes: torch.Tensor,
                  lead_samples: int) -> tuple[np.ndarray, np.ndarray]:
     """Decode the new frames after the prompt's last frames: the rendering of the prompt's
@@ -433,8 +460,9 @@ def continue_audio(chain: Chain, audio: np.ndarray, seconds: float, *,
                    prompt_seconds: float | None = None, continuation_only: bool = False,
                    sampling: dict[str, Sampling] | None = None, seed: int | None = None,
                    use_cache: bool = True, progress: bool = False, threads: bool | None = None,
-                   name: str = "<prompt>") -> dict[str, Any]:
-    """Continue ``audio`` (mono float32 at the codec's rate) by ``seconds``.
+                   name: str = "<prompt>", voice_match: int = 0) -> dict[str, Any]:
+    """Continue ``audio`` (mono float32 at the codec's rate) by ``seconds``; ``voice_match``
+    > 0 re-expresses the new frames in the prompt's (``match_voice``: for speech).
 
     Returns ``audio`` (the original with the continuation joined, or the continuation
     alone), ``sample_rate``, ``seed``, and timings: ``stages`` (seconds and tokens),
@@ -456,6 +484,7 @@ def continue_audio(chain: Chain, audio: np.ndarray, seconds: float, *,
     _, new_codes, stats = sample_tokens(chain, sem, codes, n, sampling or sampling_for(chain.stages),
                                         seed, use_cache, StageProgress(progress), threads)
     t1 = time.perf_counter()
+    new_codes = match_voice(chain.codec, codes, new_codes, voice_match)
     xfade = 0 if continuation_only else min(audio.size, int(XFADE_SECONDS * sr))
     before, after = decode_after(chain, codes, new_codes, xfade)
     after = after[:n_samples]

@@ -197,6 +197,7 @@ class _CodecRecipe:
     cfg: Any
     state: dict[str, torch.Tensor]
     source_hash: str
+    tokens_hash: str
 
     def build(self) -> Any:
         from aimusic.codec.model import Codec
@@ -204,6 +205,7 @@ class _CodecRecipe:
         codec = Codec(self.cfg).fold_weight_norm()
         codec.load_state_dict(self.state)
         codec.source_hash = self.source_hash  # type: ignore[assignment]
+        codec.tokens_hash = self.tokens_hash  # type: ignore[assignment]
         return codec.eval()
 
 
@@ -296,12 +298,15 @@ def run_files(tasks: list[Task], workers: int,
         return
     import multiprocessing
 
+    from aimusic.codec.stream import codec_hash
+
     # CUDA cannot be used again in a forked child of a process that has used it
     method = "fork" if sys.platform.startswith("linux") and "cuda" not in job.device else "spawn"
     if method == "spawn":
         state = {k: v.cpu() for k, v in job.codec.state_dict().items()}
         job = dataclasses.replace(job, codec=_CodecRecipe(job.codec.cfg, state,
-                                                          job.codec.source_hash))
+                                                          job.codec.source_hash,
+                                                          codec_hash(job.codec)))
     else:
         _warm_up(job)
     ctx = multiprocessing.get_context(method)
