@@ -6,7 +6,8 @@
 For each test speaker (the corpus's "test" split: voices never trained on), ``--items`` of
 its utterances of at least 3.5 s:
 
-* continuation: the first ``--prompt-seconds`` (3) continued by ``--seconds`` (4); the
+* continuation: the first ``--prompt-seconds`` (3) continued by ``--seconds`` (4), with
+  ``--voice-match`` as `speak`'s (``continue --voice-match``); the
   continuation alone is written, listed with the utterance as its prompt (whose voice it
   must keep);
 * speech: the utterance's own text spoken with the *next* utterance of the same speaker as
@@ -36,7 +37,7 @@ from aimusic.fileio import write_json
 from aimusic.gen import load_chain
 from aimusic.gen.chain import continue_audio
 from aimusic.lm.model import load_lm
-from aimusic.voice.tts import READING_FILE, speak_text
+from aimusic.voice.tts import READING_FILE, VOICE_MATCH, speak_text
 
 
 def main() -> None:
@@ -51,6 +52,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-speak", action="store_true", help="Continuations only.")
+    ap.add_argument("--voice-match", type=int, default=VOICE_MATCH, metavar="K",
+                    help="Voice matching for both tasks (0: off; default %(default)s, speak's).")
     a = ap.parse_args()
 
     entries = [json.loads(ln) for ln in (a.corpus / "manifest.jsonl").read_text().splitlines()]
@@ -75,7 +78,8 @@ def main() -> None:
             audio = load_audio(a.corpus / e["path"], sr)
             seed = a.seed + k
             r = continue_audio(chain, audio[:int(a.prompt_seconds * sr)], a.seconds,
-                               prompt_seconds=a.prompt_seconds, continuation_only=True, seed=seed)
+                               prompt_seconds=a.prompt_seconds, continuation_only=True, seed=seed,
+                               voice_match=a.voice_match)
             name = f"continue-{speaker}-{k:03d}.wav"
             save_audio(a.out / name, r["audio"], sr)
             listing.append({"path": name, "task": "continue", "speaker": speaker,
@@ -85,7 +89,8 @@ def main() -> None:
             voice_e = utts[(k + 1) % len(utts)]
             voice = load_audio(a.corpus / voice_e["path"], sr)[:int(a.prompt_seconds * sr)]
             t0 = time.perf_counter()
-            r = speak_text(chain, lm, e["text"], voice, voice_name=voice_e["path"], seed=seed)
+            r = speak_text(chain, lm, e["text"], voice, voice_name=voice_e["path"], seed=seed,
+                           voice_match=a.voice_match)
             wall = time.perf_counter() - t0
             name = f"speak-{speaker}-{k:03d}.wav"
             save_audio(a.out / name, r["audio"], sr)

@@ -124,6 +124,38 @@ def test_continue_end_to_end_exact_length_and_same_seed_same_audio(models: Path,
     other = tmp_path / "seed4.wav"
     cli("continue", str(prompt), "-s", "2.01", "-o", str(other), "--seed", "4", "--models", str(models))
     assert not np.array_equal(sf.read(str(other), dtype="float32")[0], outs[0])
+    matched = tmp_path / "matched.wav"
+    cli("--seed", "3", "continue", str(prompt), "-s", "2.01", "-o", str(matched), "--models",
+        str(models), "--voice-match", "2")
+    y = sf.read(str(matched), dtype="float32")[0]
+    assert y.size == outs[0].size and not np.array_equal(y, outs[0])
+    assert np.abs(y[:keep] - original[:keep]).max() < 1e-4  # the prompt itself is untouched
+
+
+def test_match_voice_re_expresses_new_frames_in_the_prompts() -> None:
+    torch.manual_seed(0)
+    # plain lookups in the latent, as the speech codec's, and codebooks as RVQ learns them:
+    # each level refines the last
+    codec = Codec(dataclasses.replace(preset_tiny(), codebook_dim=32)).eval()
+    K, n = codec.cfg.levels, codec.cfg.codebook_size
+    for level in range(K):
+        codec.quantizer.vq(level).embed.mul_(0.1 ** level)
+    prompt, new = torch.randint(0, n, (K, 30)), torch.randint(0, n, (K, 12))
+    assert torch.equal(G.match_voice(codec, prompt, new, 0), new)  # off
+    assert torch.equal(G.match_voice(codec, prompt[:, :0], new, 4), new)  # no voice to match
+    assert torch.equal(G.match_voice(codec, new, new, 1), new)  # each frame is its own nearest
+    one = G.match_voice(codec, prompt, new, 1)
+    frames = {tuple(c) for c in prompt.T.tolist()}
+    assert all(tuple(c) in frames for c in one.T.tolist())  # k=1 copies prompt frames
+    four = G.match_voice(codec, prompt, new, 4)
+    assert four.shape == new.shape and four.dtype == new.dtype
+    assert not torch.equal(four, one)  # a mean of four frames, quantized again
+    # a voice whose frames each come four times: the four nearest are one frame's copies,
+    # their mean is that frame, and quantized again it is that frame's codes
+    fours = prompt[:, :6].repeat_interleave(4, dim=1)
+    matched = G.match_voice(codec, fours, new, 4)
+    frames = {tuple(c) for c in fours.T.tolist()}
+    assert all(tuple(c) in frames for c in matched.T.tolist())
 
 
 def test_long_requests_through_sliding_windows_have_exact_lengths(models: Path, prompt: Path,

@@ -140,6 +140,10 @@ def test_train_tts_and_speak_through_the_cli(speech_setup, tmp_path: Path) -> No
     cli("--seed", "3", "speak", "Hello there.", "--voice", str(voice), "-o", str(again),
         "--models", str(models))
     assert wav.read_bytes() == again.read_bytes()  # same seed, same speech
+    plain = tmp_path / "plain.wav"  # without voice matching, other frames
+    cli("--seed", "3", "speak", "Hello there.", "--voice", str(voice), "-o", str(plain),
+        "--models", str(models), "--voice-match", "0")
+    assert plain.read_bytes() != wav.read_bytes() and audio_info(plain).duration == info.duration
     lines = tmp_path / "lines.txt"
     lines.write_text("First line.\n\nSecond one.\n")
     out = cli("speak", "--text-file", str(lines), "-o", str(tmp_path / "many"), "--models",
