@@ -17,6 +17,9 @@ its utterances of at least 3.5 s:
 Writes OUT/continue-*.wav, OUT/speak-*.wav, OUT/outputs.jsonl and OUT/timings.json (speed of
 `speak`: seconds of speech per second of wall time, and for 10-word sentences).
 
+``--oracle-semantic`` writes continuations whose semantic tokens are the utterance's own
+(what is said is right; only the acoustic LMs and voice matching are judged).
+
 ``--roundtrip CODEC`` (no ``--models``) writes instead OUT/rt-*.wav: the real recordings of
 the sentences `speak` would say, encoded and decoded by that codec with no LM, listed as
 `speak` outputs (same prompt, same text), so `eval voice` scores what the codec alone keeps.
@@ -52,6 +55,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-speak", action="store_true", help="Continuations only.")
+    ap.add_argument("--oracle-semantic", action="store_true",
+                    help="Diagnosis: continue with the utterance's own next semantic tokens "
+                         "(no semantic LM; implies --no-speak). Do the acoustic LMs keep the "
+                         "voice when what is said is right?")
     ap.add_argument("--voice-match", type=int, default=VOICE_MATCH, metavar="K",
                     help="Voice matching for both tasks (0: off; default %(default)s, speak's).")
     a = ap.parse_args()
@@ -69,7 +76,7 @@ def main() -> None:
     if a.models is None:
         raise SystemExit("give --models (or --roundtrip CODEC)")
     chain = load_chain(a.models, "flat")
-    lm = None if a.no_speak else load_lm(a.models / READING_FILE, "reading")
+    lm = None if a.no_speak or a.oracle_semantic else load_lm(a.models / READING_FILE, "reading")
     sr = chain.sample_rate
     listing, speed = [], []
     for speaker, utts in sorted(by_speaker.items()):
@@ -77,11 +84,15 @@ def main() -> None:
         for k, e in enumerate(utts[:a.items]):
             audio = load_audio(a.corpus / e["path"], sr)
             seed = a.seed + k
-            r = continue_audio(chain, audio[:int(a.prompt_seconds * sr)], a.seconds,
-                               prompt_seconds=a.prompt_seconds, continuation_only=True, seed=seed,
-                               voice_match=a.voice_match)
+            if a.oracle_semantic:
+                said = oracle_continuation(chain, audio, a.prompt_seconds, a.seconds, seed,
+                                           a.voice_match)
+            else:
+                said = continue_audio(chain, audio[:int(a.prompt_seconds * sr)], a.seconds,
+                                      prompt_seconds=a.prompt_seconds, continuation_only=True,
+                                      seed=seed, voice_match=a.voice_match)["audio"]
             name = f"continue-{speaker}-{k:03d}.wav"
-            save_audio(a.out / name, r["audio"], sr)
+            save_audio(a.out / name, said, sr)
             listing.append({"path": name, "task": "continue", "speaker": speaker,
                             "prompt": e["path"]})
             if lm is None or not e.get("text") or len(utts) < 2:
@@ -109,6 +120,25 @@ def main() -> None:
                                         if ten else None),
     })
     print(f"{len(listing)} outputs in {a.out / 'outputs.jsonl'}")
+
+
+def oracle_continuation(chain, audio: np.ndarray, prompt_seconds: float, seconds: float,
+                        seed: int, voice_match: int) -> np.ndarray:
+    """The utterance after its first ``prompt_seconds``, rendered by the coarse and fine LMs
+    from its own semantic tokens (as `speak` renders the reading LM's), after the prompt."""
+    import torch
+
+    from aimusic.gen.chain import decode_after, encode_prompt, match_voice, sample_tokens, sampling_for
+
+    sr = chain.sample_rate
+    cut = int(prompt_seconds * sr)
+    sem, codes = encode_prompt(chain, audio[:cut], cut // chain.token_samples)
+    rest = np.ascontiguousarray(audio[cut:cut + int(seconds * sr)])
+    real = torch.from_numpy(chain.semantic.tokens(rest)).long()
+    _, new, _ = sample_tokens(chain, sem, codes, real.numel(), sampling_for(chain.stages),
+                              seed=seed, given=real)
+    _, y = decode_after(chain, codes, match_voice(chain.codec, codes, new, voice_match), 0)
+    return y[:rest.size]
 
 
 def roundtrips(a: argparse.Namespace, by_speaker: dict[str, list[dict]]) -> None:
