@@ -827,7 +827,7 @@ def speak_cmd(
         Optional[int], typer.Option("--voice-match", min=0, metavar="K",
                                     help="Re-express each new frame as the mean of the voice's "
                                          "K nearest frames, which keeps the voice "
-                                         "[default: 4; 0: off].")
+                                         "(default 4; 0 turns it off).")
     ] = None,
 ) -> None:
     """Text to speech in the voice of --voice: the reading LM, then the coarse and fine LMs."""
