@@ -17,8 +17,10 @@ its utterances of at least 3.5 s:
 Writes OUT/continue-*.wav, OUT/speak-*.wav, OUT/outputs.jsonl and OUT/timings.json (speed of
 `speak`: seconds of speech per second of wall time, and for 10-word sentences).
 
-``--oracle-semantic`` writes continuations whose semantic tokens are the utterance's own
-(what is said is right; only the acoustic LMs and voice matching are judged).
+``--oracle-semantic`` renders the recordings' own semantic tokens instead of the LMs'
+(the utterance's next ones for a continuation, the sentence's whole recording for speech,
+in the voice of the other utterance): what is said is right, and only the coarse and fine
+LMs and voice matching are judged.
 
 ``--roundtrip CODEC`` (no ``--models``) writes instead OUT/rt-*.wav: the real recordings of
 the sentences `speak` would say, encoded and decoded by that codec with no LM, listed as
@@ -56,9 +58,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-speak", action="store_true", help="Continuations only.")
     ap.add_argument("--oracle-semantic", action="store_true",
-                    help="Diagnosis: continue with the utterance's own next semantic tokens "
-                         "(no semantic LM; implies --no-speak). Do the acoustic LMs keep the "
-                         "voice when what is said is right?")
+                    help="Diagnosis: the recordings' own semantic tokens in place of the "
+                         "semantic and reading LMs' (the next ones for a continuation, the "
+                         "sentence's for speech). Do the acoustic LMs keep the voice and the "
+                         "words when what is said is right?")
     ap.add_argument("--voice-match", type=int, default=VOICE_MATCH, metavar="K",
                     help="Voice matching for both tasks (0: off; default %(default)s, speak's).")
     a = ap.parse_args()
@@ -84,29 +87,33 @@ def main() -> None:
         for k, e in enumerate(utts[:a.items]):
             audio = load_audio(a.corpus / e["path"], sr)
             seed = a.seed + k
+            cut = int(a.prompt_seconds * sr)
             if a.oracle_semantic:
-                said = oracle_continuation(chain, audio, a.prompt_seconds, a.seconds, seed,
-                                           a.voice_match)
+                said = render_semantic(chain, audio[:cut], audio[cut:cut + int(a.seconds * sr)],
+                                       seed, a.voice_match)
             else:
-                said = continue_audio(chain, audio[:int(a.prompt_seconds * sr)], a.seconds,
+                said = continue_audio(chain, audio[:cut], a.seconds,
                                       prompt_seconds=a.prompt_seconds, continuation_only=True,
                                       seed=seed, voice_match=a.voice_match)["audio"]
             name = f"continue-{speaker}-{k:03d}.wav"
             save_audio(a.out / name, said, sr)
             listing.append({"path": name, "task": "continue", "speaker": speaker,
                             "prompt": e["path"]})
-            if lm is None or not e.get("text") or len(utts) < 2:
+            if a.no_speak or not e.get("text") or len(utts) < 2:
                 continue
             voice_e = utts[(k + 1) % len(utts)]
-            voice = load_audio(a.corpus / voice_e["path"], sr)[:int(a.prompt_seconds * sr)]
+            voice = load_audio(a.corpus / voice_e["path"], sr)[:cut]
+            name = f"speak-{speaker}-{k:03d}.wav"
+            listing.append({"path": name, "task": "speak", "speaker": speaker,
+                            "prompt": voice_e["path"], "text": e["text"]})
+            if lm is None:  # --oracle-semantic: the recording's own tokens, in the voice
+                save_audio(a.out / name, render_semantic(chain, voice, audio, seed, a.voice_match), sr)
+                continue
             t0 = time.perf_counter()
             r = speak_text(chain, lm, e["text"], voice, voice_name=voice_e["path"], seed=seed,
                            voice_match=a.voice_match)
             wall = time.perf_counter() - t0
-            name = f"speak-{speaker}-{k:03d}.wav"
             save_audio(a.out / name, r["audio"], sr)
-            listing.append({"path": name, "task": "speak", "speaker": speaker,
-                            "prompt": voice_e["path"], "text": e["text"]})
             speed.append({"words": len(e["text"].split()), "seconds": r["seconds"], "wall": wall})
             print(f"{name}: {r['seconds']:.2f} s of speech in {wall:.2f} s  {e['text']!r}",
                   flush=True)
@@ -122,23 +129,20 @@ def main() -> None:
     print(f"{len(listing)} outputs in {a.out / 'outputs.jsonl'}")
 
 
-def oracle_continuation(chain, audio: np.ndarray, prompt_seconds: float, seconds: float,
-                        seed: int, voice_match: int) -> np.ndarray:
-    """The utterance after its first ``prompt_seconds``, rendered by the coarse and fine LMs
-    from its own semantic tokens (as `speak` renders the reading LM's), after the prompt."""
+def render_semantic(chain, prompt: np.ndarray, source: np.ndarray, seed: int,
+                    voice_match: int) -> np.ndarray:
+    """``source``'s own semantic tokens rendered by the coarse and fine LMs after
+    ``prompt`` (as `speak` renders the reading LM's): what is said is right by construction."""
     import torch
 
     from aimusic.gen.chain import decode_after, encode_prompt, match_voice, sample_tokens, sampling_for
 
-    sr = chain.sample_rate
-    cut = int(prompt_seconds * sr)
-    sem, codes = encode_prompt(chain, audio[:cut], cut // chain.token_samples)
-    rest = np.ascontiguousarray(audio[cut:cut + int(seconds * sr)])
-    real = torch.from_numpy(chain.semantic.tokens(rest)).long()
+    sem, codes = encode_prompt(chain, prompt, prompt.size // chain.token_samples)
+    real = torch.from_numpy(chain.semantic.tokens(np.ascontiguousarray(source))).long()
     _, new, _ = sample_tokens(chain, sem, codes, real.numel(), sampling_for(chain.stages),
                               seed=seed, given=real)
     _, y = decode_after(chain, codes, match_voice(chain.codec, codes, new, voice_match), 0)
-    return y[:rest.size]
+    return y[:source.size]
 
 
 def roundtrips(a: argparse.Namespace, by_speaker: dict[str, list[dict]]) -> None:
