@@ -746,6 +746,11 @@ def continue_cmd(
                                "nearest frames, which keeps the speaker's voice (4 is a good "
                                "start; 0: off, the default, right for music).")
     ] = 0,
+    fine: Annotated[
+        bool, typer.Option("--fine/--no-fine", help="Run the fine stage; --no-fine decodes the "
+                                                    "coarse levels alone (faster, at the codec's "
+                                                    "lower bandwidth).")
+    ] = True,
 ) -> None:
     """Continue music (or speech, with speech models): the semantic, coarse and fine LMs
     extend each file by --seconds."""
@@ -761,7 +766,7 @@ def continue_cmd(
             r = continue_file(chain, path, target, seconds, prompt_seconds=prompt_seconds,
                               continuation_only=continuation_only, sampling=sampling,
                               seed=seed if seed is not None else settings.seed, use_cache=cache,
-                              progress=not settings.quiet, voice_match=voice_match)
+                              progress=not settings.quiet, voice_match=voice_match, fine=fine)
             _print_generated(r, f"{path} -> ")
 
 
@@ -829,12 +834,18 @@ def speak_cmd(
                                          "K nearest frames, which keeps the voice "
                                          "(default 4; 0 turns it off).")
     ] = None,
+    fine: Annotated[
+        Optional[bool], typer.Option("--fine/--no-fine", show_default=False,
+                                     help="Run the fine stage, or decode the coarse levels "
+                                          "alone (faster; the voice judges measure no "
+                                          "difference with the bundled models).")
+    ] = None,
 ) -> None:
     """Text to speech in the voice of --voice: the reading LM, then the coarse and fine LMs."""
     from aimusic.audio import load_audio, save_audio
     from aimusic.gen import sampling_for
     from aimusic.lm.model import load_lm
-    from aimusic.voice.tts import EXAMPLE_VOICE, READING_FILE, VOICE_MATCH, speak_text
+    from aimusic.voice.tts import EXAMPLE_VOICE, READING_FILE, SPEAK_FINE, VOICE_MATCH, speak_text
 
     with handle_errors():
         if (text is None) == (text_file is None):
@@ -863,7 +874,8 @@ def speak_cmd(
         for i, (line, target) in enumerate(zip(lines, targets)):
             r = speak_text(chain, lm, line, audio, voice_name=str(voice), sampling=sampling,
                            seed=None if base is None else base + i, progress=not settings.quiet,
-                           voice_match=VOICE_MATCH if voice_match is None else voice_match)
+                           voice_match=VOICE_MATCH if voice_match is None else voice_match,
+                           fine=SPEAK_FINE if fine is None else fine)
             r["out"] = save_audio(target, r["audio"], r["sample_rate"])
             _print_generated(r, "")
 

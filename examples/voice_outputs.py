@@ -42,7 +42,7 @@ from aimusic.fileio import write_json
 from aimusic.gen import load_chain
 from aimusic.gen.chain import continue_audio
 from aimusic.lm.model import load_lm
-from aimusic.voice.tts import READING_FILE, VOICE_MATCH, speak_text
+from aimusic.voice.tts import READING_FILE, SPEAK_FINE, VOICE_MATCH, speak_text
 
 
 def main() -> None:
@@ -62,6 +62,8 @@ def main() -> None:
                          "semantic and reading LMs' (the next ones for a continuation, the "
                          "sentence's for speech). Do the acoustic LMs keep the voice and the "
                          "words when what is said is right?")
+    ap.add_argument("--fine", action=argparse.BooleanOptionalAction, default=SPEAK_FINE,
+                    help="Run the fine stage (--no-fine: the coarse levels alone), both tasks.")
     ap.add_argument("--voice-match", type=int, default=VOICE_MATCH, metavar="K",
                     help="Voice matching for both tasks (0: off; default %(default)s, speak's).")
     a = ap.parse_args()
@@ -94,7 +96,7 @@ def main() -> None:
             else:
                 said = continue_audio(chain, audio[:cut], a.seconds,
                                       prompt_seconds=a.prompt_seconds, continuation_only=True,
-                                      seed=seed, voice_match=a.voice_match)["audio"]
+                                      seed=seed, voice_match=a.voice_match, fine=a.fine)["audio"]
             name = f"continue-{speaker}-{k:03d}.wav"
             save_audio(a.out / name, said, sr)
             listing.append({"path": name, "task": "continue", "speaker": speaker,
@@ -111,7 +113,7 @@ def main() -> None:
                 continue
             t0 = time.perf_counter()
             r = speak_text(chain, lm, e["text"], voice, voice_name=voice_e["path"], seed=seed,
-                           voice_match=a.voice_match)
+                           voice_match=a.voice_match, fine=a.fine)
             wall = time.perf_counter() - t0
             save_audio(a.out / name, r["audio"], sr)
             speed.append({"words": len(e["text"].split()), "seconds": r["seconds"], "wall": wall})

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from aimusic.audio import load_audio, save_audio
 from aimusic.cli import app
 from aimusic.codec.model import Codec, preset_tiny, save_codec
+from aimusic.errors import AimusicError
 from aimusic.fileio import file_hash
 from aimusic.gen import chain as G
 from aimusic.gen import stages as S
@@ -130,6 +131,13 @@ def test_continue_end_to_end_exact_length_and_same_seed_same_audio(models: Path,
     y = sf.read(str(matched), dtype="float32")[0]
     assert y.size == outs[0].size and not np.array_equal(y, outs[0])
     assert np.abs(y[:keep] - original[:keep]).max() < 1e-4  # the prompt itself is untouched
+    coarse_only = tmp_path / "coarse.wav"
+    cli("--seed", "3", "continue", str(prompt), "-s", "2.01", "-o", str(coarse_only), "--models",
+        str(models), "--no-fine")
+    y = sf.read(str(coarse_only), dtype="float32")[0]
+    assert y.size == outs[0].size and not np.array_equal(y, outs[0])
+    assert "no fine stage" in fail("continue", str(prompt), "-s", "1", "--models", str(models),
+                                   "--layout", "delay", "--no-fine")
 
 
 def test_match_voice_re_expresses_new_frames_in_the_prompts() -> None:
@@ -186,6 +194,16 @@ def test_cached_uncached_threaded_and_in_turn_sample_the_same_tokens(models: Pat
     assert set(stats) == set(chain.stages)
     assert all(v["seconds"] > 0 and v["tokens"] > 0 for v in stats.values())
     assert {s: int(v["tokens"]) for s, v in stats.items()} == G.stage_tokens(chain, P, 20)
+    # without the fine stage: the same coarse levels, and nothing else
+    if layout == "delay":
+        with pytest.raises(AimusicError, match="no fine stage"):
+            G.sample_tokens(chain, sem, codes, 20, G.sampling_for(chain.stages), 11, fine=False)
+        return
+    sem2, coarse, stats2 = G.sample_tokens(chain, sem, codes, 20, G.sampling_for(chain.stages), 11,
+                                           fine=False)
+    kc = chain.lms[chain.coarse_lm].cfg.coarse_levels
+    assert torch.equal(sem2, new_sem) and torch.equal(coarse, new_codes[:kc])
+    assert set(stats2) == set(chain.stages) - {"fine"}
 
 
 def test_a_failing_stage_stops_the_others_and_its_error_is_raised() -> None:

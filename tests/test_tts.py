@@ -144,6 +144,10 @@ def test_train_tts_and_speak_through_the_cli(speech_setup, tmp_path: Path) -> No
     cli("--seed", "3", "speak", "Hello there.", "--voice", str(voice), "-o", str(plain),
         "--models", str(models), "--voice-match", "0")
     assert plain.read_bytes() != wav.read_bytes() and audio_info(plain).duration == info.duration
+    other = tmp_path / "other.wav"  # with or without the fine stage: the same length
+    cli("--seed", "3", "speak", "Hello there.", "--voice", str(voice), "-o", str(other),
+        "--models", str(models), "--fine" if not T.SPEAK_FINE else "--no-fine")
+    assert other.read_bytes() != wav.read_bytes() and audio_info(other).duration == info.duration
     lines = tmp_path / "lines.txt"
     lines.write_text("First line.\n\nSecond one.\n")
     out = cli("speak", "--text-file", str(lines), "-o", str(tmp_path / "many"), "--models",

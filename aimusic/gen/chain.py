@@ -274,7 +274,7 @@ def stage_seed(seed: int, stage: str) -> int:
 def sample_tokens(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: int,
                   sampling: dict[str, Sampling], seed: int = 0, use_cache: bool = True,
                   progress: StageProgress | None = None, threads: bool | None = None,
-                  given: torch.Tensor | None = None,
+                  given: torch.Tensor | None = None, fine: bool = True,
                   ) -> tuple[torch.Tensor, torch.Tensor, dict[str, dict[str, float]]]:
     """Prompt semantic [P] and codes [K, fpt * P] (P may be 0) -> n new semantic tokens,
     their codes [K, fpt * n], and per stage: seconds (start to end), waited (for the stage
@@ -282,7 +282,9 @@ def sample_tokens(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: 
     the stages side by side, one torch thread each. The acoustic layout has no semantic
     stage: it reads only the prompt's codes and returns no semantic tokens ([0]).
     ``given`` (the n new semantic tokens, from ``speak``'s reading LM) skips the semantic
-    stage: the acoustic stages render those."""
+    stage: the acoustic stages render those. ``fine=False`` skips the fine stage: the codes
+    are the coarse levels alone ([Kc, fpt * n]), which the codec decodes at its lower
+    bandwidth (flat and acoustic layouts; the delay layout makes every level at once)."""
     fpt, P, K = chain.frames_per_token, semantic.shape[0], chain.codec.cfg.levels
     if codes.shape[1] != fpt * P:
         raise ValueError(f"{codes.shape[1]} prompt frames for {P} semantic tokens")
@@ -290,7 +292,11 @@ def sample_tokens(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: 
     if given is not None and (given.shape != (n,) or "semantic" not in chain.stages):
         raise ValueError(f"given semantic tokens {list(given.shape)} for {n} new tokens "
                          f"in the {chain.layout} layout")
-    stages = tuple(s for s in chain.stages if given is None or s != "semantic")
+    if not fine and chain.layout == "delay":
+        raise AimusicError("the delay layout has no fine stage to skip: it makes every level "
+                           "at once")
+    stages = tuple(s for s in chain.stages
+                   if (given is None or s != "semantic") and (fine or s != "fine"))
     totals = stage_tokens(chain, P, n)
     decs, win, T = chain.decoders, chain.windows, P + n
     gens = {s: torch.Generator(device=chain.device).manual_seed(stage_seed(seed, s))
@@ -340,11 +346,13 @@ def sample_tokens(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: 
             jobs.append(("coarse", job("coarse", lambda t: S.coarse_stage(
                 decs["coarse"], win["coarse"], sem_out, T, codes, fpt, sp["coarse"],
                 gens["coarse"], use_cache, t, coarse_out)), coarse_out))
-        jobs.append(("fine", job("fine", lambda t: S.fine_stage(
-            decs["fine"], win["fine"], coarse_out, fpt * P, fpt * T, sp["fine"], gens["fine"],
-            use_cache, t)), None))
+        if fine:
+            jobs.append(("fine", job("fine", lambda t: S.fine_stage(
+                decs["fine"], win["fine"], coarse_out, fpt * P, fpt * T, sp["fine"],
+                gens["fine"], use_cache, t)), None))
     if threads is None:
         threads = torch.get_num_threads() >= 2
+    threads = threads and len(jobs) > 1  # a stage alone keeps every thread for its ops
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(1)  # one core per stage: several threads per op would fight
@@ -357,8 +365,8 @@ def sample_tokens(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: 
     new_sem = results.get("semantic", torch.zeros(0, dtype=torch.long)) if given is None else given
     if chain.layout == "delay":
         return new_sem, results["delay"][:, fpt * P:], stats
-    new_codes = results["fine"]
-    assert new_codes.shape == (K, fpt * n)
+    new_codes = results["fine"] if fine else coarse_out.data[:, fpt * P:]
+    assert new_codes.shape == (K if fine else kc, fpt * n)
     return new_sem, new_codes, stats
 
 
@@ -460,9 +468,11 @@ def continue_audio(chain: Chain, audio: np.ndarray, seconds: float, *,
                    prompt_seconds: float | None = None, continuation_only: bool = False,
                    sampling: dict[str, Sampling] | None = None, seed: int | None = None,
                    use_cache: bool = True, progress: bool = False, threads: bool | None = None,
-                   name: str = "<prompt>", voice_match: int = 0) -> dict[str, Any]:
+                   name: str = "<prompt>", voice_match: int = 0,
+                   fine: bool = True) -> dict[str, Any]:
     """Continue ``audio`` (mono float32 at the codec's rate) by ``seconds``; ``voice_match``
-    > 0 re-expresses the new frames in the prompt's (``match_voice``: for speech).
+    > 0 re-expresses the new frames in the prompt's (``match_voice``: for speech);
+    ``fine=False`` decodes the coarse levels alone (``sample_tokens``).
 
     Returns ``audio`` (the original with the continuation joined, or the continuation
     alone), ``sample_rate``, ``seed``, and timings: ``stages`` (seconds and tokens),
@@ -482,8 +492,10 @@ def continue_audio(chain: Chain, audio: np.ndarray, seconds: float, *,
     seed = fresh_seed(seed)
     n = math.ceil(n_samples / hop)
     _, new_codes, stats = sample_tokens(chain, sem, codes, n, sampling or sampling_for(chain.stages),
-                                        seed, use_cache, StageProgress(progress), threads)
+                                        seed, use_cache, StageProgress(progress), threads,
+                                        fine=fine)
     t1 = time.perf_counter()
+    codes = codes[:new_codes.shape[0]]  # the levels made (the coarse ones without the fine stage)
     new_codes = match_voice(chain.codec, codes, new_codes, voice_match)
     xfade = 0 if continuation_only else min(audio.size, int(XFADE_SECONDS * sr))
     before, after = decode_after(chain, codes, new_codes, xfade)
