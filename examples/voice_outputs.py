@@ -137,13 +137,13 @@ def render_semantic(chain, prompt: np.ndarray, source: np.ndarray, seed: int,
     ``prompt`` (as `speak` renders the reading LM's): what is said is right by construction."""
     import torch
 
-    from aimusic.gen.chain import decode_after, encode_prompt, match_voice, sample_tokens, sampling_for
+    from aimusic.gen.chain import decode_new, encode_prompt, sample_tokens, sampling_for
 
     sem, codes = encode_prompt(chain, prompt, prompt.size // chain.token_samples)
     real = torch.from_numpy(chain.semantic.tokens(np.ascontiguousarray(source))).long()
     _, new, _ = sample_tokens(chain, sem, codes, real.numel(), sampling_for(chain.stages),
                               seed=seed, given=real)
-    _, y = decode_after(chain, codes, match_voice(chain.codec, codes, new, voice_match), 0)
+    _, y = decode_new(chain, codes, new, 0, voice_match)
     return y[:source.size]
 
 

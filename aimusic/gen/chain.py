@@ -457,6 +457,15 @@ def decode_after(chain: Chain, prompt_codes: torch.Tensor, new_codes: torch.Tens
     return y[join - min(lead_samples, lead * hop):join], y[join:]
 
 
+def decode_new(chain: Chain, prompt_codes: torch.Tensor, new_codes: torch.Tensor,
+               lead_samples: int = 0, voice_match: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``decode_after`` for the levels the stages made (all, or the coarse ones without the
+    fine stage), the new frames first matched to the prompt's voice (``match_voice``)."""
+    prompt_codes = prompt_codes[:new_codes.shape[0]]
+    new_codes = match_voice(chain.codec, prompt_codes, new_codes, voice_match)
+    return decode_after(chain, prompt_codes, new_codes, lead_samples)
+
+
 def crossfade(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Equal-power fade from a to b (same length): cos / sin gains, power kept constant."""
     n = a.size
@@ -495,10 +504,8 @@ def continue_audio(chain: Chain, audio: np.ndarray, seconds: float, *,
                                         seed, use_cache, StageProgress(progress), threads,
                                         fine=fine)
     t1 = time.perf_counter()
-    codes = codes[:new_codes.shape[0]]  # the levels made (the coarse ones without the fine stage)
-    new_codes = match_voice(chain.codec, codes, new_codes, voice_match)
     xfade = 0 if continuation_only else min(audio.size, int(XFADE_SECONDS * sr))
-    before, after = decode_after(chain, codes, new_codes, xfade)
+    before, after = decode_new(chain, codes, new_codes, xfade, voice_match)
     after = after[:n_samples]
     if continuation_only:
         out = after

@@ -310,11 +310,9 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
     the ``phonemes`` and the number of semantic tokens read."""
     from aimusic.gen.chain import (
         StageProgress,
-        decode_after,
-        decode_codes,
+        decode_new,
         encode_prompt,
         fresh_seed,
-        match_voice,
         sample_tokens,
         sampling_for,
         stage_seed,
@@ -348,12 +346,7 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
                                         sampling or sampling_for(chain.stages), seed,
                                         progress=StageProgress(progress), given=read, fine=fine)
     t2 = time.perf_counter()
-    codes = codes[:new_codes.shape[0]]  # the levels made (the coarse ones without the fine stage)
-    new_codes = match_voice(chain.codec, codes, new_codes, voice_match)
-    if codes.shape[1]:
-        _, audio = decode_after(chain, codes, new_codes, 0)
-    else:
-        audio = decode_codes(chain, new_codes)
+    _, audio = decode_new(chain, codes, new_codes, 0, voice_match)  # no voice: no prompt frames
     seconds = read.numel() * hop / sr
     audio = audio[:int(round(seconds * sr))]
     t_dec = time.perf_counter() - t2
