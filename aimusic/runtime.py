@@ -7,12 +7,14 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
 from rich.console import Console
 
 from aimusic.errors import AimusicError
+
+if TYPE_CHECKING:  # torch is imported where it is used: `aimusic --help` needs none of it
+    import torch
 
 console = Console(stderr=True)  # progress, logs, errors
 stdout = Console()  # results a script may read
@@ -32,6 +34,8 @@ settings = Settings()
 
 def resolve_device(name: str | None = None) -> torch.device:
     """``auto`` picks CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
+    import torch
+
     name = name or settings.device
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -43,6 +47,9 @@ def resolve_device(name: str | None = None) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -52,6 +59,8 @@ def configure_threads() -> None:
     """Respect OMP_NUM_THREADS / AIMUSIC_THREADS; otherwise torch's default (all cores)."""
     n = os.environ.get("AIMUSIC_THREADS")
     if n:
+        import torch
+
         torch.set_num_threads(int(n))
 
 

@@ -56,3 +56,14 @@ def test_errors_are_one_line_and_exit_nonzero(tmp_path) -> None:
     assert "Traceback" not in r.output
     r = runner.invoke(app, ["-v", "info", str(tmp_path / "nope.safetensors")])
     assert r.exit_code == 1 and "Traceback" in r.output
+
+
+def test_the_cli_starts_without_importing_torch() -> None:
+    """`aimusic --help` and `--version` answer at once: torch (about 2 s to import) comes in
+    only with a command that uses it."""
+    import subprocess
+    import sys
+
+    code = "import sys, aimusic.cli; print('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "False"
