@@ -92,7 +92,7 @@ def main() -> None:
             cut = int(a.prompt_seconds * sr)
             if a.oracle_semantic:
                 said = render_semantic(chain, audio[:cut], audio[cut:cut + int(a.seconds * sr)],
-                                       seed, a.voice_match)
+                                       seed, a.voice_match, a.fine)
             else:
                 said = continue_audio(chain, audio[:cut], a.seconds,
                                       prompt_seconds=a.prompt_seconds, continuation_only=True,
@@ -109,7 +109,8 @@ def main() -> None:
             listing.append({"path": name, "task": "speak", "speaker": speaker,
                             "prompt": voice_e["path"], "text": e["text"]})
             if lm is None:  # --oracle-semantic: the recording's own tokens, in the voice
-                save_audio(a.out / name, render_semantic(chain, voice, audio, seed, a.voice_match), sr)
+                save_audio(a.out / name,
+                           render_semantic(chain, voice, audio, seed, a.voice_match, a.fine), sr)
                 continue
             t0 = time.perf_counter()
             r = speak_text(chain, lm, e["text"], voice, voice_name=voice_e["path"], seed=seed,
@@ -132,7 +133,7 @@ def main() -> None:
 
 
 def render_semantic(chain, prompt: np.ndarray, source: np.ndarray, seed: int,
-                    voice_match: int) -> np.ndarray:
+                    voice_match: int, fine: bool) -> np.ndarray:
     """``source``'s own semantic tokens rendered by the coarse and fine LMs after
     ``prompt`` (as `speak` renders the reading LM's): what is said is right by construction."""
     import torch
@@ -142,7 +143,7 @@ def render_semantic(chain, prompt: np.ndarray, source: np.ndarray, seed: int,
     sem, codes = encode_prompt(chain, prompt, prompt.size // chain.token_samples)
     real = torch.from_numpy(chain.semantic.tokens(np.ascontiguousarray(source))).long()
     _, new, _ = sample_tokens(chain, sem, codes, real.numel(), sampling_for(chain.stages),
-                              seed=seed, given=real)
+                              seed=seed, given=real, fine=fine)
     _, y = decode_new(chain, codes, new, 0, voice_match)
     return y[:source.size]
 
