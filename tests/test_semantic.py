@@ -122,8 +122,12 @@ def two_renders(tmp_path_factory) -> Path:
 
 def test_train_semantic_both_iterations_via_cli(two_renders, tmp_path) -> None:
     out = tmp_path / "sem.safetensors"
+    val = tmp_path / "val"  # files shorter than the 2 s segment, of unequal lengths (speech)
+    for k, notes in enumerate(([60, 62, 64], [67, 65, 64, 62])):
+        save_audio(val / f"v{k}.wav", _render(notes, "plucked")[:int(SR * (0.8 + 0.4 * k))], SR)
     r = runner.invoke(app, ["train-semantic", str(two_renders / "train"), "-o", str(out),
-                            "--preset", "tiny", "--iterations", "2", "--steps", "12"])
+                            "--preset", "tiny", "--iterations", "2", "--steps", "12",
+                            "--val-dir", str(val)])
     assert r.exit_code == 0, r.output
     first = load_semantic(tmp_path / "sem.it1.safetensors")
     second = load_semantic(out)
