@@ -498,8 +498,18 @@ def train_tts_cmd(
     minutes: Annotated[Optional[float], typer.Option(help="Stop after this many minutes.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Sentences per step.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the saved training state.")] = False,
+    voice_tokens: Annotated[
+        int, typer.Option("--voice-tokens", help="Semantic tokens of the voice the reader hears "
+                                                 "before each sentence (75: 3 s), taken from "
+                                                 "another sentence in that voice; 0: none "
+                                                 "(the first readers' layout).")
+    ] = 75,
 ) -> None:
-    """Train the reading LM of `speak`: phonemes -> semantic tokens (SPEAR-TTS's split)."""
+    """Train the reading LM of `speak`: phonemes -> semantic tokens (SPEAR-TTS's split).
+
+    The reader hears the voice first (--voice-tokens): our semantic tokens say who speaks
+    as well as what is said, so a reader that does not hear the voice writes the tokens
+    of some voice of its own choosing."""
     from aimusic.lm.model import PRESETS
     from aimusic.lm.train import TRAIN_PRESETS
     from aimusic.runtime import resolve_device
@@ -509,8 +519,11 @@ def train_tts_cmd(
         target = out or _models_dir(models) / READING_FILE
         flags = {"steps": steps, "minutes": minutes, "batch_size": batch_size}
         model_cfg, train_cfg = _train_configs(PRESETS, TRAIN_PRESETS, preset, config, flags)
+        if voice_tokens < 0:
+            raise AimusicError(f"--voice-tokens {voice_tokens}: give 0 or more")
         r = train_reading(tokens_dir, corpus, target, model_cfg, train_cfg, resolve_device(),
-                          resume=resume, show_progress=not settings.quiet)
+                          resume=resume, show_progress=not settings.quiet,
+                          voice_tokens=voice_tokens)
     stdout.print(f"lm-reading: {r['out']}  val {r['val_ce']:.4f} nats/token (unigram "
                  f"{r['unigram_ce']:.4f}, bigram {r['bigram_ce']:.4f}; {r['train_sentences']} "
                  f"sentences trained on, {r['val_sentences']} validated)", highlight=False,

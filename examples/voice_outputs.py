@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-speak", action="store_true", help="Continuations only.")
+    ap.add_argument("--no-continue", action="store_true", help="Speech (speak) only.")
     ap.add_argument("--oracle-semantic", action="store_true",
                     help="Diagnosis: the recordings' own semantic tokens in place of the "
                          "semantic and reading LMs' (the next ones for a continuation, the "
@@ -67,6 +68,8 @@ def main() -> None:
     ap.add_argument("--voice-match", type=int, default=VOICE_MATCH, metavar="K",
                     help="Voice matching for both tasks (0: off; default %(default)s, speak's).")
     a = ap.parse_args()
+    if a.no_speak and a.no_continue:
+        raise SystemExit("--no-speak and --no-continue leave nothing to make")
 
     entries = [json.loads(ln) for ln in (a.corpus / "manifest.jsonl").read_text().splitlines()]
     by_speaker: dict[str, list[dict]] = defaultdict(list)
@@ -90,17 +93,20 @@ def main() -> None:
             audio = load_audio(a.corpus / e["path"], sr)
             seed = a.seed + k
             cut = int(a.prompt_seconds * sr)
-            if a.oracle_semantic:
-                said = render_semantic(chain, audio[:cut], audio[cut:cut + int(a.seconds * sr)],
-                                       seed, a.voice_match, a.fine)
-            else:
-                said = continue_audio(chain, audio[:cut], a.seconds,
-                                      prompt_seconds=a.prompt_seconds, continuation_only=True,
-                                      seed=seed, voice_match=a.voice_match, fine=a.fine)["audio"]
-            name = f"continue-{speaker}-{k:03d}.wav"
-            save_audio(a.out / name, said, sr)
-            listing.append({"path": name, "task": "continue", "speaker": speaker,
-                            "prompt": e["path"]})
+            if not a.no_continue:
+                if a.oracle_semantic:
+                    said = render_semantic(chain, audio[:cut],
+                                           audio[cut:cut + int(a.seconds * sr)], seed,
+                                           a.voice_match, a.fine)
+                else:
+                    said = continue_audio(chain, audio[:cut], a.seconds,
+                                          prompt_seconds=a.prompt_seconds,
+                                          continuation_only=True, seed=seed,
+                                          voice_match=a.voice_match, fine=a.fine)["audio"]
+                name = f"continue-{speaker}-{k:03d}.wav"
+                save_audio(a.out / name, said, sr)
+                listing.append({"path": name, "task": "continue", "speaker": speaker,
+                                "prompt": e["path"]})
             if a.no_speak or not e.get("text") or len(utts) < 2:
                 continue
             voice_e = utts[(k + 1) % len(utts)]

@@ -44,6 +44,61 @@ def test_reading_layout_round_trip_mask_and_allowed_ids() -> None:
         L.sequence_length("reading", VOCAB, 4, 3)
 
 
+def test_reading_layout_with_a_voice_prefix() -> None:
+    ids, mask = L.reading_sequence(VOCAB, [7, 9], [4, 4, 1], voice=[5, 6])
+    # BOS, the voice's semantic tokens, SEP, phonemes, SEP, semantic, END
+    assert ids.tolist() == [1, 8, 9, 2, 27, 29, 2, 7, 7, 4, 19]
+    assert mask.tolist() == [False] * 7 + [True] * 4
+    assert L.reading_from_sequence(VOCAB, ids, 2, n_voice=2).tolist() == [4, 4, 1]
+    allowed = L.allowed_reading(VOCAB, 2, n_voice=2)
+    assert [allowed(i) for i in range(8)] == [(1, 2), (3, 19), (3, 19), (2, 3), (20, 30),
+                                              (20, 30), (2, 3), (3, 20)]
+    empty, _ = L.reading_sequence(VOCAB, [7], [4], voice=[])  # no voice heard: BOS SEP ...
+    assert empty.tolist() == [1, 2, 27, 2, 7, 19]
+    assert L.allowed_reading(VOCAB, 1, n_voice=0)(1) == (2, 3)
+    with pytest.raises(ValueError, match="SEP"):
+        L.reading_from_sequence(VOCAB, ids, 2, n_voice=1)
+
+
+def test_voice_pool_takes_another_sentence_of_the_same_voice() -> None:
+    rs = [T.Reading(f"train/{v}/u{k}.wav", torch.tensor([1]), torch.arange(10) + 100 * k)
+          for k, v in enumerate(["a", "a", "b", "a", "c"])]
+    pool = T.VoicePool(rs, tokens=4, empty=0.0, short=0.0)
+    fixed = pool.fixed(list(range(5)))
+    assert [f.tolist() for f in fixed] == [[100, 101, 102, 103], [300, 301, 302, 303], [],
+                                           [0, 1, 2, 3], []]  # b and c speak once
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        for i, v in zip([0, 1, 3], pool.drawn([0, 1, 3], gen)):
+            assert v.numel() == 4 and int(v[0]) // 100 in {0, 1, 3} - {i}
+            assert (v.diff() == 1).all()  # one stretch of one sentence
+    assert [v.numel() for v in T.VoicePool(rs, 4, empty=1.0).drawn([0, 1], gen)] == [0, 0]
+
+
+def test_a_reader_that_hears_the_voice_speaks_in_it() -> None:
+    """Two voices say phoneme p as token p (voice a) or p + 8 (voice b): the reader can
+    tell which from the voice prefix alone, and speaks in the voice it hears."""
+    torch.manual_seed(0)
+    g = np.random.default_rng(0)
+    rs = []
+    for k in range(400):
+        v = k % 2
+        ph = g.integers(0, 6, size=int(g.integers(3, 6)))
+        sem = np.concatenate([np.full(2, p + 8 * v) for p in ph])
+        rs.append(T.Reading(f"train/{'ab'[v]}/u{k}.wav", torch.tensor(ph), torch.tensor(sem)))
+    cfg = LMConfig(stage="reading", clusters=16, levels=8, codebook_size=64, phonemes=10,
+                   dim=64, layers=2, heads=2, max_len=64, voice_tokens=6)
+    model = TokenLM(cfg)
+    T.fit_reading(model, rs[:360], rs[360:], LMTrainConfig(steps=300, batch_size=16, lr=3e-3,
+                                                           warmup=20, val_every=300),
+                  torch.device("cpu"), show_progress=False)
+    gen = torch.Generator().manual_seed(0)
+    for voice, lo in ((torch.tensor([1, 1, 4, 4, 2, 2]), 0), (torch.tensor([9, 9, 12, 12, 10, 10]), 8)):
+        said = T.read_text(model, [3, 5], temperature=0.01, generator=gen, voice=voice)
+        runs = [int(v) for k, v in enumerate(said) if k == 0 or v != said[k - 1]]
+        assert runs == [3 + lo, 5 + lo], (voice, said)
+
+
 def test_transcripts_match_token_sources_by_path_suffix() -> None:
     entries = [{"path": "wav/train/a/u1.wav", "phonemes": "h ə l"},
                {"path": "wav/train/b/u1.wav", "phonemes": "w ɜː l d"},

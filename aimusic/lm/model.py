@@ -53,6 +53,9 @@ class LMConfig:
     codebook_size: int = 1024
     coarse_levels: int = 3  # levels the coarse (and acoustic) stage predicts; fine the rest
     phonemes: int = 0  # the reading stage's phoneme inventory (aimusic.text.phonemes)
+    # the reading stage: semantic tokens of the voice read before the phonemes (0: none,
+    # the first readers' layout; layouts.reading_sequence)
+    voice_tokens: int = 0
     # the transformer
     dim: int = 256
     layers: int = 6
@@ -86,6 +89,9 @@ class LMConfig:
             raise ConfigError(f"dim {self.dim} must split into {self.heads} heads of an even width")
         if self.stage == "reading" and self.phonemes < 1:
             raise ConfigError("the reading stage needs its phoneme inventory (phonemes >= 1)")
+        if self.voice_tokens and (self.stage != "reading" or self.voice_tokens < 0):
+            raise ConfigError(f"voice_tokens {self.voice_tokens}: only the reading stage "
+                              "reads a voice prefix (0 or more of its semantic tokens)")
         if self.stage in ("coarse", "fine", "acoustic") and not 1 <= self.coarse_levels < self.levels:
             raise ConfigError(f"coarse_levels {self.coarse_levels} must be 1..{self.levels - 1}")
 

@@ -3,13 +3,15 @@ and the acoustic stages of ``continue`` (coarse, fine, codec decoder) render tho
 the voice of a prompt.
 
 Why this split and not VALL-E's (phonemes and prompt codes straight to codes): the reading
-LM is the only new model. Semantic tokens carry what is said and little of who says it, so
-it learns from the transcribed utterances alone, while the acoustic LMs that carry the
-voice are the ones speech continuation trains on untranscribed audio (the asterisk
-recordings with no English text included). One flat sequence per sentence (layout
-``reading`` in ``aimusic.lm.layouts``)::
+LM is the only new model, and learns from the transcribed utterances alone, while the
+acoustic LMs that carry the voice are the ones speech continuation trains on
+untranscribed audio (the asterisk recordings with no English text included). Our
+semantic tokens say who speaks as well as what is said
+(``benchmarks/token_speaker_probe.py``), so the reader hears the voice first: 3 s of its
+semantic tokens (``LMConfig.voice_tokens``; 0 for the first readers). One flat sequence
+per sentence (layout ``reading`` in ``aimusic.lm.layouts``)::
 
-    BOS p0 p1 .. p(M-1) SEP s0 s1 .. s(N-1) END
+    BOS v0 .. v(P-1) SEP p0 p1 .. p(M-1) SEP s0 s1 .. s(N-1) END
 
 The model is the stage LM of every other stage (``aimusic.lm.model.TokenLM``), trained on
 the transcribed items of a token directory made from a speech corpus (``aimusic tokenize``
@@ -44,6 +46,9 @@ log = logging.getLogger("aimusic")
 
 READING_FILE = "lm-reading.safetensors"
 MIN_VOICE_SECONDS = 1.0
+# a reader trained now hears 3 s of the voice first (25 semantic tokens/s): our semantic
+# tokens carry the voice (benchmarks/token_speaker_probe.py)
+VOICE_TOKENS = 75
 VOICE_MATCH = 4  # `speak` re-expresses its frames in the voice's 4 nearest (match_voice)
 # `speak` decodes the coarse levels alone (--fine runs the fine stage): with the bundled
 # voice models the judges measure no difference, and it takes half the time (BENCHMARKS.md)
@@ -61,8 +66,15 @@ class Reading:
     phonemes: torch.Tensor  # [M]
     semantic: torch.Tensor  # [N]
 
-    def length(self) -> int:
-        return self.phonemes.numel() + self.semantic.numel() + 3
+    @property
+    def voice(self) -> str:
+        """Who speaks: the folder the utterance is in."""
+        return Path(self.source).parent.name
+
+    def length(self, voice_tokens: int = 0) -> int:
+        """Its sequence's length, with a voice prefix of ``voice_tokens`` (and its SEP)."""
+        return self.phonemes.numel() + self.semantic.numel() + 3 + \
+            (voice_tokens + 1 if voice_tokens else 0)
 
 
 # -- data ------------------------------------------------------------------------------
@@ -92,10 +104,11 @@ def transcripts_for(sources: list[str], entries: list[dict]) -> list[list[int] |
     return out
 
 
-def load_readings(tokens_dir: str | Path, corpus: str | Path, max_len: int
-                  ) -> tuple[TokenDataset, list[Reading], dict[str, int]]:
-    """The transcribed items of a token directory that fit ``max_len``, and counts of the
-    items left out (no transcript, too long)."""
+def load_readings(tokens_dir: str | Path, corpus: str | Path, max_len: int,
+                  voice_tokens: int = 0) -> tuple[TokenDataset, list[Reading], dict[str, int]]:
+    """The transcribed items of a token directory that fit ``max_len`` (after a voice
+    prefix of ``voice_tokens``), and counts of the items left out (no transcript, too
+    long)."""
     from aimusic.voice.evaluate import read_corpus
 
     ds = TokenDataset(tokens_dir)
@@ -108,7 +121,7 @@ def load_readings(tokens_dir: str | Path, corpus: str | Path, max_len: int
             continue
         sem, _ = ds.item(i)
         r = Reading(ds.sources[i], torch.tensor(ids), sem)
-        if r.length() > max_len:
+        if r.length(voice_tokens) > max_len:
             skipped["too_long"] += 1
             continue
         readings.append(r)
@@ -119,10 +132,14 @@ def load_readings(tokens_dir: str | Path, corpus: str | Path, max_len: int
     return ds, readings, skipped
 
 
-def reading_batch(vocab: L.Vocab, readings: list[Reading]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sentences laid out (``reading_sequence``) and right-padded with PAD: ids, mask [B, T]
-    (padding is never a target)."""
-    seqs = [L.reading_sequence(vocab, r.phonemes, r.semantic) for r in readings]
+def reading_batch(vocab: L.Vocab, readings: list[Reading],
+                  voices: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sentences laid out (``reading_sequence``, each after its voice prefix when
+    ``voices`` are given) and right-padded with PAD: ids, mask [B, T] (padding is never a
+    target)."""
+    vs: list[torch.Tensor | None] = list(voices) if voices is not None else [None] * len(readings)
+    seqs = [L.reading_sequence(vocab, r.phonemes, r.semantic, voice=v)
+            for r, v in zip(readings, vs)]
     T = max(ids.numel() for ids, _ in seqs)
     ids = torch.full((len(seqs), T), L.PAD, dtype=torch.long)
     mask = torch.zeros((len(seqs), T), dtype=torch.bool)
@@ -144,15 +161,63 @@ def baselines(train: list[Reading], val: list[Reading], clusters: int) -> dict[s
     return score.result()
 
 
+class VoicePool:
+    """Voice prefixes for a reader that hears the voice (``LMConfig.voice_tokens`` > 0):
+    for a sentence, ``tokens`` semantic tokens of *another* sentence in the same voice,
+    so the reader learns to take the voice from the prefix and the words from the
+    phonemes. Training draws the other sentence and the stretch at random, and leaves the
+    prefix empty for ``empty`` of the sentences (a reader with no voice to hear still
+    reads) and shorter, 1 to ``tokens``, for ``short`` of them (a voice heard for less
+    than 3 s); validation takes the next sentence of the voice, from its start. A voice
+    with one sentence gets an empty prefix."""
+
+    def __init__(self, readings: list[Reading], tokens: int, empty: float = 0.1,
+                 short: float = 0.2) -> None:
+        self.readings, self.tokens, self.empty, self.short = readings, tokens, empty, short
+        by_voice: dict[str, list[int]] = {}
+        for i, r in enumerate(readings):
+            by_voice.setdefault(r.voice, []).append(i)
+        self.others = {i: ix for ix in by_voice.values() for i in ix}
+
+    def _other(self, i: int, pick: int) -> torch.Tensor | None:
+        ix = [j for j in self.others[i] if j != i]
+        return self.readings[ix[pick % len(ix)]].semantic if ix else None
+
+    def drawn(self, idx: list[int], gen: torch.Generator) -> list[torch.Tensor]:
+        out = []
+        for i in idx:
+            u, v = torch.rand(2, generator=gen).tolist()
+            pick, at, short = torch.randint(1 << 30, (3,), generator=gen).tolist()
+            sem = self._other(i, pick)
+            if sem is None or u < self.empty:
+                out.append(torch.zeros(0, dtype=torch.long))
+                continue
+            n = self.tokens if v >= self.short else 1 + short % self.tokens
+            start = at % max(1, sem.numel() - n + 1)
+            out.append(sem[start:start + n])
+        return out
+
+    def fixed(self, idx: list[int]) -> list[torch.Tensor]:
+        out = []
+        for i in idx:
+            sem = self._other(i, self.others[i].index(i))  # the voice's next sentence
+            out.append(torch.zeros(0, dtype=torch.long) if sem is None else sem[:self.tokens])
+        return out
+
+
 @torch.no_grad()
 def reading_ce(model: TokenLM, vocab: L.Vocab, readings: list[Reading], device: torch.device,
                batch_size: int = 16) -> float:
-    """Mean cross entropy (nats per target token) of the readings' semantic tokens and END."""
+    """Mean cross entropy (nats per target token) of the readings' semantic tokens and END
+    (after ``VoicePool.fixed`` voice prefixes, for a reader that hears the voice)."""
     was = model.training
     model.eval()
     total, count = 0.0, 0
+    pool = VoicePool(readings, model.cfg.voice_tokens) if model.cfg.voice_tokens else None
     for k in range(0, len(readings), batch_size):
-        ids, mask = reading_batch(vocab, readings[k:k + batch_size])
+        span = list(range(k, min(len(readings), k + batch_size)))
+        ids, mask = reading_batch(vocab, [readings[i] for i in span],
+                                  pool.fixed(span) if pool is not None else None)
         ids, mask = ids.to(device), mask.to(device)
         n = int(mask[:, 1:].sum())
         total += float(next_token_loss(model(ids), ids, mask)) * n
@@ -174,6 +239,7 @@ def fit_reading(model: TokenLM, train: list[Reading], val: list[Reading], cfg: L
     from aimusic.progress import TrainProgress
 
     vocab = model.cfg.layout
+    pool = VoicePool(train, model.cfg.voice_tokens) if model.cfg.voice_tokens else None
     model.to(device).train()
     opt = make_optimizer(model, cfg, device)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -191,7 +257,8 @@ def fit_reading(model: TokenLM, train: list[Reading], val: list[Reading], cfg: L
     with TrainProgress("reading", planned, step, show_progress) as bar:
         while step < planned:
             idx = torch.randint(len(train), (cfg.batch_size,), generator=gen).tolist()
-            ids, mask = reading_batch(vocab, [train[i] for i in idx])
+            ids, mask = reading_batch(vocab, [train[i] for i in idx],
+                                      pool.drawn(idx, gen) if pool is not None else None)
             ids, mask = ids.to(device), mask.to(device)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg, planned)
@@ -229,16 +296,20 @@ def fit_reading(model: TokenLM, train: list[Reading], val: list[Reading], cfg: L
 
 def train_reading(tokens_dir: str | Path, corpus: str | Path, out: str | Path,
                   model_cfg: LMConfig, train_cfg: LMTrainConfig, device: torch.device,
-                  resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
+                  resume: bool = False, show_progress: bool = True,
+                  voice_tokens: int = VOICE_TOKENS) -> dict[str, Any]:
     """Train the reading LM on the transcribed items of ``tokens_dir`` (phonemes from
-    ``corpus``'s manifest.jsonl); writes ``out`` and ``out``'s training state beside it."""
+    ``corpus``'s manifest.jsonl), hearing ``voice_tokens`` semantic tokens of the voice
+    before each sentence (0: none); writes ``out`` and ``out``'s training state beside
+    it."""
     from aimusic.text import phonemes as ph
 
-    ds, readings, skipped = load_readings(tokens_dir, corpus, model_cfg.max_len)
+    ds, readings, skipped = load_readings(tokens_dir, corpus, model_cfg.max_len, voice_tokens)
     m = ds.manifest
     cfg = dataclasses.replace(model_cfg, stage="reading", clusters=int(m["clusters"]),
                               levels=int(m["levels"]), codebook_size=int(m["codebook_size"]),
-                              phonemes=ph.VOCAB_SIZE)
+                              phonemes=ph.VOCAB_SIZE, voice_tokens=voice_tokens)
+    cfg.check()
     torch.manual_seed(train_cfg.seed)
     model = TokenLM(cfg)
     tr, va = split_items([r.source for r in readings])
@@ -269,17 +340,27 @@ def train_reading(tokens_dir: str | Path, corpus: str | Path, out: str | Path,
 @torch.no_grad()
 def read_text(lm: TokenLM, phonemes: list[int], temperature: float = 1.0,
               top_k: int | None = None, top_p: float | None = None,
-              generator: torch.Generator | None = None) -> torch.Tensor:
-    """Phoneme ids [M] -> semantic tokens [N], sampled until END or the context is full."""
+              generator: torch.Generator | None = None,
+              voice: torch.Tensor | None = None) -> torch.Tensor:
+    """Phoneme ids [M] -> semantic tokens [N], sampled until END or the context is full.
+    ``voice``: the voice's semantic tokens, of which a reader that hears the voice
+    (``voice_tokens`` > 0) reads the last ``voice_tokens``; others ignore it."""
     vocab = lm.cfg.layout
-    ids, _ = L.reading_sequence(vocab, phonemes, [], end=False)
+    P = lm.cfg.voice_tokens
+    prefix = None
+    if P:
+        prefix = voice.reshape(-1)[-P:].long().cpu() if voice is not None else \
+            torch.zeros(0, dtype=torch.long)
+    ids, _ = L.reading_sequence(vocab, phonemes, [], end=False, voice=prefix)
     if ids.numel() >= lm.cfg.max_len:
         raise AimusicError(f"the text is {len(phonemes)} phonemes long; the reading LM reads "
-                           f"at most {lm.cfg.max_len - 3} at once: split it into sentences")
+                           f"at most {lm.cfg.max_len - 1 - ids.numel() + len(phonemes)} at once: split it "
+                           "into sentences")
     from aimusic.gen.decode import Decoder
 
     device = next(lm.parameters()).device
-    span = L.allowed_reading(vocab, len(phonemes))(ids.numel())  # semantic ids or END
+    n_voice = None if prefix is None else prefix.numel()
+    span = L.allowed_reading(vocab, len(phonemes), n_voice)(ids.numel())  # semantic ids or END
     seq = Decoder(lm).generate(ids[None].to(device), lm.cfg.max_len - ids.numel(),
                                temperature=temperature, top_k=top_k, top_p=top_p,
                                generator=generator, allowed=lambda i: span, stop=vocab.end_id)
@@ -337,7 +418,7 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
     t_enc = time.perf_counter() - t0
     gen = torch.Generator().manual_seed(stage_seed(seed, "reading"))
     t1 = time.perf_counter()
-    read = read_text(lm, ph.encode(phones), reading_temperature, generator=gen)
+    read = read_text(lm, ph.encode(phones), reading_temperature, generator=gen, voice=sem)
     t_read = time.perf_counter() - t1
     if read.numel() == 0:
         raise AimusicError(f"the reading LM ended {text!r} before saying anything; "
