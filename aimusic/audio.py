@@ -91,6 +91,18 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return soxr.resample(audio, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
 
 
+def rate_shift(audio: np.ndarray, factor: float) -> np.ndarray:
+    """``audio`` resampled by ``factor`` and played at its own rate: pitch and formants
+    scaled by ``factor``, duration by 1 / ``factor`` (a higher or lower voice from a
+    shorter or longer vocal tract: speed and vocal-tract-length perturbation)."""
+    import soxr
+
+    if not factor > 0:
+        raise ValueError(f"rate factor {factor} must be positive")
+    return soxr.resample(audio, 1000.0 * factor, 1000.0, quality="HQ").astype(np.float32,
+                                                                            copy=False)
+
+
 def load_audio(
     path: str | os.PathLike,
     sr: int | None = None,

@@ -23,10 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-import soxr
 import torch
 
-from aimusic.audio import load_audio
+from aimusic.audio import load_audio, rate_shift
 from aimusic.lm.model import PRESETS, TokenLM, save_lm
 from aimusic.lm.train import TRAIN_PRESETS, split_items
 from aimusic.semantic.model import load_semantic
@@ -61,7 +60,7 @@ def main() -> int:
         x = load_audio(wav / r.source, sr)
         src = Path(r.source)
         for f in factors:
-            y = soxr.resample(x, sr * f, sr).astype("float32")  # pitch and formants x f
+            y = rate_shift(x, f)  # pitch and formants x f
             sem = torch.from_numpy(semantic.tokens(y))
             r2 = Reading(str(src.parent.parent / f"{src.parent.name}@{f:g}" / src.name),
                          r.phonemes, sem)

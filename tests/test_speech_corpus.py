@@ -194,3 +194,43 @@ def test_finish_trims_pads_levels_and_drops() -> None:
         msc.finish(np.concatenate([np.zeros(sr, np.float32), speech[sr // 2: sr // 2 + 800]]))
     with pytest.raises(ValueError, match="dropped: no audio"):
         msc.finish(np.zeros(0, np.float32))
+
+
+def test_augment_reads_training_utterances_back_as_new_voices(tmp_path: Path) -> None:
+    aug = load_example("augment_speech_corpus")
+    from aimusic.audio import save_audio
+
+    src, out, sr = tmp_path / "speech", tmp_path / "aug", 16000
+    t = np.arange(sr) / sr
+    rows = []
+    for split, speaker in (("train", "flite-awb"), ("test", "flite-rms")):
+        path = f"wav/{split}/{speaker}/u0.wav"
+        save_audio(src / path, (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), sr)
+        rows.append({"path": path, "speaker": speaker, "split": split, "text": "a b c d",
+                     "phonemes": "a", "duration": 1.0, "key": f"{speaker}/u0"})
+    (src / "wav" / "train" / "flite-awb" / "bad.wav").write_bytes(b"not audio")
+    rows.append({**rows[0], "path": "wav/train/flite-awb/bad.wav", "key": "bad"})
+    (src / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (src / "manifest.json").write_text(json.dumps({"speakers": [
+        {"speaker": "flite-awb", "talent": "awb"}, {"speaker": "flite-rms"}]}))
+
+    s = aug.augment(src, out, (0.8, 1.25), log=lambda _: None)
+    got = [json.loads(ln) for ln in (out / "manifest.jsonl").read_text().splitlines()]
+    new = {e["speaker"]: e for e in got if "augment" in e}
+    assert set(new) == {"flite-awb@0.8", "flite-awb@1.25"}  # the test voice is never augmented
+    assert s["made"] == 2 and s["voices"] == 4 and [f["path"] for f in s["failed"]] == \
+        ["wav/train/flite-awb/bad.wav"]
+    for f, e in ((0.8, new["flite-awb@0.8"]), (1.25, new["flite-awb@1.25"])):
+        y = load_audio(out / e["path"], sr)
+        peak = np.fft.rfftfreq(len(y), 1 / sr)[np.argmax(np.abs(np.fft.rfft(y)))]
+        assert abs(peak - 200 * f) < 3 and abs(e["duration"] - 1 / f) < 0.01, (f, peak)
+        assert e["path"] == f"wav/train/flite-awb@{f:g}/u0.wav" and e["text"] == "a b c d"
+    assert (out / "wav/test/flite-rms/u0.wav").is_symlink()
+    talent = {x["speaker"]: x.get("talent") for x in s["speakers"]}
+    assert talent["flite-awb@1.25"] == "awb"
+    before = (out / new["flite-awb@0.8"]["path"]).stat().st_mtime_ns
+    again = aug.augment(src, out, (0.8, 1.25), log=lambda _: None)  # a rerun keeps its files
+    assert again["made"] == 0 and again["kept"] == 2
+    assert (out / new["flite-awb@0.8"]["path"]).stat().st_mtime_ns == before
+    with pytest.raises(SystemExit, match="not 1"):
+        aug.augment(src, tmp_path / "x", (1.0,))
