@@ -30,7 +30,14 @@ from aimusic.lm.model import PRESETS, TokenLM, save_lm
 from aimusic.lm.train import TRAIN_PRESETS, split_items
 from aimusic.semantic.model import load_semantic
 from aimusic.text import phonemes as ph
-from aimusic.voice.tts import VOICE_TOKENS, Reading, baselines, fit_reading, load_readings
+from aimusic.voice.tts import (
+    VOICE_TOKENS,
+    Reading,
+    baselines,
+    fit_reading,
+    load_readings,
+    reading_config,
+)
 
 
 def main() -> int:
@@ -69,10 +76,7 @@ def main() -> int:
         if k % 500 == 0:
             print(f"{k}/{len(train)} sentences, {len(extra)} read again, "
                   f"{time.monotonic() - t0:.0f} s", flush=True)
-    m = ds.manifest
-    cfg = dataclasses.replace(model_cfg, stage="reading", clusters=int(m["clusters"]),
-                              levels=int(m["levels"]), codebook_size=int(m["codebook_size"]),
-                              phonemes=ph.VOCAB_SIZE, voice_tokens=VOICE_TOKENS)
+    cfg = reading_config(model_cfg, ds, VOICE_TOKENS)
     voices = {r.voice for r in train + extra}
     print(f"{len(train)} sentences + {len(extra)} re-read, {len(voices)} voices; "
           f"{len(val)} to validate (originals only)", flush=True)

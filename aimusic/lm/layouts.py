@@ -27,9 +27,9 @@ Stages (AudioLM, Borsos et al. 2022; MusicGen's delay pattern, Copet et al. 2023
 - ``reading`` (text to speech, SPEAR-TTS's "reading" model): ``BOS p0 p1 .. SEP s0 s1 ..
   END``, the phonemes of a sentence then the semantic tokens of it spoken, ``END`` when
   the speech ends; a reader with a voice prefix reads ``BOS v0 .. SEP`` first, semantic
-  tokens of the voice it is to speak in. It never sees acoustic ids, so its own symbols take the ids above the
-  semantic range: ``END`` at ``acoustic_offset``, then the phoneme inventory
-  (``aimusic.text.phonemes``). Its table stops after the phonemes
+  tokens of the voice it is to speak in. It never sees acoustic ids, so its own symbols
+  take the ids above the semantic range: ``END`` at ``acoustic_offset``, then the phoneme
+  inventory (``aimusic.text.phonemes``). Its table stops after the phonemes
 
 Each builder returns ``(ids, mask)``: ``mask`` is True where the token is a prediction
 target (predicted from the position before it), so a loss reads ``mask[..., 1:]``. The

@@ -294,6 +294,19 @@ def fit_reading(model: TokenLM, train: list[Reading], val: list[Reading], cfg: L
     return {**metrics, "history": history}
 
 
+def reading_config(model_cfg: LMConfig, ds: TokenDataset, voice_tokens: int) -> LMConfig:
+    """``model_cfg`` as the reading stage of ``ds``'s tokens (its vocabulary), with the
+    phoneme inventory and a voice prefix of ``voice_tokens``."""
+    from aimusic.text import phonemes as ph
+
+    m = ds.manifest
+    cfg = dataclasses.replace(model_cfg, stage="reading", clusters=int(m["clusters"]),
+                              levels=int(m["levels"]), codebook_size=int(m["codebook_size"]),
+                              phonemes=ph.VOCAB_SIZE, voice_tokens=voice_tokens)
+    cfg.check()
+    return cfg
+
+
 def train_reading(tokens_dir: str | Path, corpus: str | Path, out: str | Path,
                   model_cfg: LMConfig, train_cfg: LMTrainConfig, device: torch.device,
                   resume: bool = False, show_progress: bool = True,
@@ -305,11 +318,7 @@ def train_reading(tokens_dir: str | Path, corpus: str | Path, out: str | Path,
     from aimusic.text import phonemes as ph
 
     ds, readings, skipped = load_readings(tokens_dir, corpus, model_cfg.max_len, voice_tokens)
-    m = ds.manifest
-    cfg = dataclasses.replace(model_cfg, stage="reading", clusters=int(m["clusters"]),
-                              levels=int(m["levels"]), codebook_size=int(m["codebook_size"]),
-                              phonemes=ph.VOCAB_SIZE, voice_tokens=voice_tokens)
-    cfg.check()
+    cfg = reading_config(model_cfg, ds, voice_tokens)
     torch.manual_seed(train_cfg.seed)
     model = TokenLM(cfg)
     tr, va = split_items([r.source for r in readings])
