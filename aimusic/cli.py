@@ -505,11 +505,7 @@ def train_tts_cmd(
                                                  "(the first readers' layout).")
     ] = 75,
 ) -> None:
-    """Train the reading LM of `speak`: phonemes -> semantic tokens (SPEAR-TTS's split).
-
-    The reader hears the voice first (--voice-tokens): our semantic tokens say who speaks
-    as well as what is said, so a reader that does not hear the voice writes the tokens
-    of some voice of its own choosing."""
+    """Train the reading LM of `speak`: phonemes -> semantic tokens in the voice it hears."""
     from aimusic.lm.model import PRESETS
     from aimusic.lm.train import TRAIN_PRESETS
     from aimusic.runtime import resolve_device
