@@ -135,27 +135,23 @@ def read_and_identify(path: Path, ds: TokenDataset, corpus: Path, names: list[st
     import torch
 
     from aimusic.lm.model import load_lm
-    from aimusic.text import phonemes as ph
-    from aimusic.voice.tts import read_text
+    from aimusic.voice.evaluate import read_corpus
+    from aimusic.voice.tts import read_text, transcripts_for
 
     lm = load_lm(path, "reading")
-    manifest = [json.loads(ln) for ln in (corpus / "manifest.jsonl").read_text().splitlines()]
-    by_path = {Path(e["path"]).as_posix(): e for e in manifest}
+    phonemes = transcripts_for(ds.sources, read_corpus(corpus)[0])  # what train-tts reads
     tests: dict[str, list[int]] = defaultdict(list)
     for i, src in enumerate(ds.sources):
         parts = Path(src).parts
-        e = next((by_path[k] for k in (f"wav/{src}", src) if k in by_path), None)
-        if parts[0] == split and e is not None and e.get("phonemes"):
+        if parts[0] == split and phonemes[i]:
             tests[parts[-2]].append(i)
     gen = torch.Generator().manual_seed(seed)
     hits, total, taken = 0, 0, defaultdict(int)
     for voice, items in sorted(tests.items()):
         items = items[-(sentences + 1):]  # not among the enrolled (the first half)
         for k, i in enumerate(items[:sentences]):
-            e = by_path.get(f"wav/{ds.sources[i]}") or by_path[ds.sources[i]]
             prompt = ds.item(items[(k + 1) % len(items)])[0]  # another sentence, same voice
-            said = read_text(lm, ph.encode(ph.from_string(e["phonemes"])), generator=gen,
-                             voice=prompt).numpy()
+            said = read_text(lm, phonemes[i], generator=gen, voice=prompt).numpy()
             who = names[int(np.argmax(C @ histogram(said, clusters)))]
             hits += int(who == voice)
             total += 1
