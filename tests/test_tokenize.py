@@ -322,3 +322,37 @@ def test_cli_end_to_end_with_a_real_semantic_model(corpus: Path, codec_file: Pat
     assert ac.shape[1] >= 3 * sem.numel() and int(sem.max()) < 16
     r = runner.invoke(app, ["info", str(out)])
     assert r.exit_code == 0 and "aimusic.tokens/1" in r.output
+
+
+def test_packed_for_a_device_call_keeps_coarse_levels_and_subsets(ref: Path, tmp_path: Path) -> None:
+    """benchmarks/gpu_pack_tokens.py: levels from --keep-levels on are zero, everything else
+    is the same, and a --subset manifest lists its items over the shared shards."""
+    import importlib.util
+    import tarfile
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_pack_tokens.py"
+    spec = importlib.util.spec_from_file_location("gpu_pack_tokens", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    tar = tmp_path / "tok.tar.xz"
+    argv = [str(path), str(ref), "--out", str(tar), "--keep-levels", "3", "--subset", "a:^a/"]
+    old = sys.argv
+    sys.argv = argv
+    try:
+        mod.main()
+    finally:
+        sys.argv = old
+    with tarfile.open(tar) as t:
+        t.extractall(tmp_path / "x", filter="fully_trusted")
+    full, packed = TokenDataset(ref), TokenDataset(tmp_path / "x/tok")
+    sub = TokenDataset(tmp_path / "x/tok/a")
+    assert packed.sources == full.sources
+    assert sorted(sub.sources) == sorted(s for s in full.sources if s.startswith("a/")) != []
+    for i in range(len(full)):
+        sem, ac = full.item(i)
+        psem, pac = packed.item(i)
+        assert torch.equal(sem, psem) and torch.equal(ac[:3], pac[:3])
+        assert not pac[3:].any() and ac[3:].any()
+    j = sub.sources.index("a/one.wav")
+    assert torch.equal(sub.item(j)[1][:3], full.item(full.sources.index("a/one.wav"))[1][:3])
