@@ -1,6 +1,6 @@
 #!/bin/bash
-# Device run (benchmarks/gpu-voice-aug.sh; see BENCHMARKS.md, "More voices for the acoustic
-# LM"): do 172 voices (the speech corpus re-read at four rates) keep an unseen voice better
+# Device run (benchmarks/gpu-voice-aug.sh; see BENCHMARKS.md, "More voices for the whole
+# chain"): do 172 voices (the speech corpus re-read at four rates) keep an unseen voice better
 # than the corpus's 34? Five small LMs side by side on one GPU, the same minutes each:
 #   coarse and semantic on the augmented tokens, coarse and semantic on the original items
 #   of the same tokens (the control), and the reader that hears the voice on the augmented
@@ -8,7 +8,11 @@
 # Carried as .gpu/: tok.tar.xz (benchmarks/gpu_pack_tokens.py voice11/tokens --subset
 # orig:...; coarse levels only) and manifest.jsonl.xz (data/speech-aug's manifest).
 # Each model's file is copied whenever its validation cross entropy is the lowest so far;
-# those copies come back. LOCAL=1 rehearses the same steps on this CPU with short budgets.
+# those copies come back. The run needs no bundled model, and the tracked bundles alone pass
+# a call's 64 MiB: for the call, untrack them (`git rm -r -q --cached aimusic/bundled/music
+# aimusic/bundled/voice`, both paths in .git/info/exclude), then `git reset -q --
+# aimusic/bundled` and drop the exclude lines. LOCAL=1 rehearses the same steps on this CPU
+# with short budgets.
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
 T=${TMPD:-/tmp/w}; rm -rf $T; mkdir -p $T/best

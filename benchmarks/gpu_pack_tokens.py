@@ -12,7 +12,10 @@ source matches REGEX, with symbolic links to the shared shards: a second token d
 for a control run without a second copy of the tokens.
 
     python benchmarks/gpu_pack_tokens.py voice11/tokens --out .gpu/tok.tar.xz \
-        --subset orig:'^(train|val|test)/[^@]*$'
+        --subset 'orig:^[^@]*$'
+
+(``augment_speech_corpus.py`` names a re-read voice ``SPEAKER@RATE``: that subset is the
+original recordings.)
 """
 
 from __future__ import annotations
@@ -45,6 +48,34 @@ def zero_levels(src: Path, dst: Path, keep: int) -> None:
     dst.write_bytes(bytes(raw))
 
 
+def pack(tokens: Path, out: Path, keep_levels: int = 3, subsets: tuple[str, ...] = (),
+         name: str = "tok") -> None:
+    """Write ``out`` (.tar.xz): ``tokens`` with levels ``keep_levels:`` zeroed, as folder
+    ``name``, and a ``NAME/manifest.json`` over the same shards for each ``NAME:REGEX``."""
+    manifest = json.loads((tokens / "manifest.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / name
+        root.mkdir()
+        shards = sorted(tokens.glob("shard-*.safetensors"))
+        for p in shards:
+            zero_levels(p, root / p.name, keep_levels)
+        (root / "manifest.json").write_text(json.dumps(manifest))
+        for spec in subsets:
+            sub_name, rx = spec.split(":", 1)
+            pattern = re.compile(rx)
+            sub = root / sub_name
+            sub.mkdir()
+            items = [it for it in manifest["items"] if pattern.search(it["source"])]
+            (sub / "manifest.json").write_text(json.dumps({**manifest, "items": items}))
+            for p in shards:
+                (sub / p.name).symlink_to(Path("..") / p.name)
+            print(f"{sub_name}: {len(items)} of {len(manifest['items'])} items")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(out, "w:xz", preset=6) as tar:
+            tar.add(root, arcname=name)
+    print(f"{out}: {out.stat().st_size / 2**20:.1f} MiB, {len(shards)} shards")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("tokens", type=Path)
@@ -53,29 +84,7 @@ def main() -> None:
     ap.add_argument("--subset", action="append", default=[], metavar="NAME:REGEX")
     ap.add_argument("--name", default="tok", help="folder name inside the archive")
     args = ap.parse_args()
-    manifest = json.loads((args.tokens / "manifest.json").read_text())
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / args.name
-        root.mkdir()
-        shards = sorted(args.tokens.glob("shard-*.safetensors"))
-        for p in shards:
-            zero_levels(p, root / p.name, args.keep_levels)
-        (root / "manifest.json").write_text(json.dumps(manifest))
-        for spec in args.subset:
-            name, rx = spec.split(":", 1)
-            pattern = re.compile(rx)
-            sub = root / name
-            sub.mkdir()
-            items = [it for it in manifest["items"] if pattern.search(it["source"])]
-            (sub / "manifest.json").write_text(json.dumps({**manifest, "items": items}))
-            for p in shards:
-                (sub / p.name).symlink_to(Path("..") / p.name)
-            print(f"{name}: {len(items)} of {len(manifest['items'])} items")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(args.out, "w:xz", preset=6) as tar:
-            tar.add(root, arcname=args.name)
-    print(f"{args.out}: {args.out.stat().st_size / 2**20:.1f} MiB, {len(shards)} shards")
-
+    pack(args.tokens, args.out, args.keep_levels, tuple(args.subset), args.name)
 
 if __name__ == "__main__":
     main()

@@ -336,13 +336,7 @@ def test_packed_for_a_device_call_keeps_coarse_levels_and_subsets(ref: Path, tmp
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     tar = tmp_path / "tok.tar.xz"
-    argv = [str(path), str(ref), "--out", str(tar), "--keep-levels", "3", "--subset", "a:^a/"]
-    old = sys.argv
-    sys.argv = argv
-    try:
-        mod.main()
-    finally:
-        sys.argv = old
+    mod.pack(ref, tar, keep_levels=3, subsets=("a:^a/",))
     with tarfile.open(tar) as t:
         t.extractall(tmp_path / "x", filter="fully_trusted")
     full, packed = TokenDataset(ref), TokenDataset(tmp_path / "x/tok")
