@@ -25,6 +25,7 @@ LMs and voice matching are judged.
 ``--roundtrip CODEC`` (no ``--models``) writes instead OUT/rt-*.wav: the real recordings of
 the sentences `speak` would say, encoded and decoded by that codec with no LM, listed as
 `speak` outputs (same prompt, same text), so `eval voice` scores what the codec alone keeps.
+``--opus KBPS`` does the same through Opus at that bitrate (opusenc, hard CBR): OUT/opus-*.wav.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def main() -> None:
     ap.add_argument("--models", type=Path)
     ap.add_argument("--roundtrip", type=Path, metavar="CODEC",
                     help="Round trips of the recordings through this codec, no LMs.")
+    ap.add_argument("--opus", type=float, metavar="KBPS",
+                    help="Round trips through Opus at this bitrate instead (at least 6).")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--items", type=int, default=12, help="Outputs per test voice and task.")
     ap.add_argument("--prompt-seconds", type=float, default=3.0)
@@ -79,10 +82,10 @@ def main() -> None:
     if not by_speaker:
         raise SystemExit(f"{a.corpus}: no test utterances of {a.prompt_seconds + 0.5:g} s or more")
     a.out.mkdir(parents=True, exist_ok=True)
-    if a.roundtrip is not None:
+    if a.roundtrip is not None or a.opus is not None:
         return roundtrips(a, by_speaker)
     if a.models is None:
-        raise SystemExit("give --models (or --roundtrip CODEC)")
+        raise SystemExit("give --models (or --roundtrip CODEC, or --opus KBPS)")
     chain = load_chain(a.models, "flat")
     lm = None if a.no_speak or a.oracle_semantic else load_lm(a.models / READING_FILE, "reading")
     sr = chain.sample_rate
@@ -155,27 +158,40 @@ def render_semantic(chain, prompt: np.ndarray, source: np.ndarray, seed: int,
 
 
 def roundtrips(a: argparse.Namespace, by_speaker: dict[str, list[dict]]) -> None:
-    """The recordings `speak` is judged against, through the codec alone."""
+    """The recordings `speak` is judged against, through the codec alone (or Opus)."""
+    import tempfile
+
     import torch
 
+    from aimusic.codec.evaluate import opus_roundtrip
     from aimusic.codec.model import load_codec
 
-    codec = load_codec(a.roundtrip)
-    sr = codec.cfg.sample_rate
+    if a.opus is not None:
+        sr, prefix, via = 16000, "opus", f"Opus at {a.opus:g} kbps"
+
+        def trip(x: np.ndarray) -> np.ndarray:
+            with tempfile.TemporaryDirectory() as tmp:
+                return opus_roundtrip(x, sr, a.opus, Path(tmp))
+    else:
+        codec = load_codec(a.roundtrip)
+        sr, prefix, via = codec.cfg.sample_rate, "rt", str(a.roundtrip)
+
+        def trip(x: np.ndarray) -> np.ndarray:
+            t = torch.from_numpy(x)[None, None]
+            return codec.decode(codec.encode(t))[0, 0, :t.shape[-1]].numpy()
     listing = []
     for speaker, utts in sorted(by_speaker.items()):
         utts = utts[:a.items + 1]
         for k, e in enumerate(utts[:a.items]):
             if not e.get("text") or len(utts) < 2:
                 continue
-            x = torch.from_numpy(load_audio(a.corpus / e["path"], sr))[None, None]
-            y = codec.decode(codec.encode(x))[0, 0, :x.shape[-1]].numpy()
-            name = f"rt-{speaker}-{k:03d}.wav"
+            y = trip(load_audio(a.corpus / e["path"], sr))
+            name = f"{prefix}-{speaker}-{k:03d}.wav"
             save_audio(a.out / name, y, sr)
             listing.append({"path": name, "task": "speak", "speaker": speaker,
                             "prompt": utts[(k + 1) % len(utts)]["path"], "text": e["text"]})
     (a.out / "outputs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in listing))
-    print(f"{len(listing)} round trips through {a.roundtrip} in {a.out / 'outputs.jsonl'}")
+    print(f"{len(listing)} round trips through {via} in {a.out / 'outputs.jsonl'}")
 
 
 if __name__ == "__main__":
