@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -51,3 +53,20 @@ def any_true(flag: bool, info: DistInfo) -> bool:
 def teardown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def process_group(device: torch.device) -> Iterator[DistInfo]:
+    """``setup`` for the block, then ``teardown``. A block that ends normally waits for every
+    rank first: a rank that tore its gloo group down while another was still finishing (rank
+    0 measures and saves alone) could abort at exit ("terminate called without an active
+    exception"). One that raises does not wait: torchrun stops the other ranks."""
+    info = setup(device)
+    try:
+        yield info
+    except BaseException:
+        teardown(info)
+        raise
+    if info.enabled and dist.is_initialized():
+        dist.barrier()
+    teardown(info)

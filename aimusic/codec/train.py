@@ -31,7 +31,7 @@ from aimusic.codec.model import Codec, CodecConfig, save_codec
 from aimusic.codec.modules import SpectralDecoder
 from aimusic.config import config_from_dict, config_to_dict
 from aimusic.data import SegmentSampler, fixed_clips, scan_all
-from aimusic.distributed import any_true, setup, teardown
+from aimusic.distributed import any_true, process_group
 from aimusic.dsp import mel_distance, multiscale_mel_loss, normalized_entropy, si_sdr
 from aimusic.errors import AimusicError
 from aimusic.progress import TrainProgress
@@ -182,12 +182,9 @@ def train_codec(
     ``train_cfg.decoder_only`` only its decoder learns, and the file says whose tokens it
     reads and writes (``extra.tokens_of``), so LMs trained on them keep working."""
     out = Path(out)
-    dist_info = setup(device)
-    try:
+    with process_group(device) as dist_info:
         return _train(audio_dir, out, model_cfg, train_cfg, device, resume, val_dir,
                       show_progress, dist_info, init)
-    finally:
-        teardown(dist_info)
 
 
 def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progress, dist_info,

@@ -39,7 +39,7 @@ import torch.distributed as dist
 
 from aimusic.artifacts import load_state, save_state, state_path
 from aimusic.config import config_from_dict, config_to_dict
-from aimusic.distributed import DistInfo, setup, teardown
+from aimusic.distributed import DistInfo, process_group
 from aimusic.errors import AimusicError, ArtifactError, ConfigError
 from aimusic.lm import layouts as L
 from aimusic.lm.baselines import BaselineScore, StreamCounts
@@ -406,8 +406,7 @@ def train_lm(tokens_dir: str | Path, out_dir: str | Path, stages: list[str], mod
     """
     for s in stages:
         L.check_stage(s)
-    dist_info = setup(device)
-    try:
+    with process_group(device) as dist_info:
         ds = TokenDataset(tokens_dir)
         train_items, val_items = split_items(ds.sources)
         if not train_items:
@@ -428,8 +427,6 @@ def train_lm(tokens_dir: str | Path, out_dir: str | Path, stages: list[str], mod
                 model_cfg, train_cfg, device, resume, len(stages) > 1, dist_info, show_progress,
                 counts, str(tokens_dir))
         return results
-    finally:
-        teardown(dist_info)
 
 
 def check_depends(have: dict[str, str], ds: TokenDataset, what: Path) -> None:
