@@ -1043,12 +1043,18 @@ def eval_voice_cmd(
     stdout.print(f"real   similarity same speaker {f(r['same_speaker'])}  different "
                  f"{f(r['different_speaker'])}  ID accuracy {f(r['id_accuracy'])} (chance "
                  f"{f(r['id_chance'])}, {r['id_queries']} queries)  WER {f(r.get('wer'))}", highlight=False)
+    if r.get("test_voices"):
+        stdout.print(f"       ID among the {len(r['test_voices'])} test voices alone "
+                     f"{f(r['test_id_accuracy'])} (chance {f(r['test_id_chance'])})", highlight=False)
     g = result.get("generated")
     if g:
         stdout.print(f"output similarity to prompt {f(g['similarity'])}  ID accuracy {f(g['id_accuracy'])}"
                      f"  WER {f(g['wer'])}  (same sentences: {f(g['wer_matched'])} vs real "
                      f"{f(g['wer_real'])}, ratio {f(g['wer_ratio'])}; {g['matched']} of "
                      f"{g['outputs']} outputs)", highlight=False)
+        if g.get("test_id_outputs"):
+            stdout.print(f"       ID among the test voices alone {f(g['test_id_accuracy'])} "
+                         f"({g['test_id_outputs']} outputs)", highlight=False)
     if out:
         stdout.print(f"written: {out}")
 

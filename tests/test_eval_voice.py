@@ -152,3 +152,31 @@ def test_bad_inputs(tmp_path) -> None:
     _need_judges()
     res = CliRunner().invoke(app, ["eval", "voice", str(tmp_path)])
     assert res.exit_code == 1 and "manifest.jsonl" in res.output
+
+
+def test_id_among_the_test_voices_alone(corpus, tmp_path) -> None:
+    """With two voices of the corpus in its test split, each real utterance of them is also
+    identified among those two alone (the issue's "among the test voices"): never worse than
+    among all voices, since its own voice is one of the two."""
+    from aimusic.voice.evaluate import evaluate_voice
+
+    out, _ = corpus
+    copy = tmp_path / "corpus"
+    shutil.copytree(out, copy)
+    rows = [json.loads(ln) for ln in (copy / "manifest.jsonl").read_text().splitlines()]
+    for e in rows:
+        e["split"] = "test" if e["speaker"] in ("flite-rms", "flite-slt") else "train"
+    (copy / "manifest.jsonl").write_text("".join(json.dumps(e) + "\n" for e in rows))
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    rms = [e for e in rows if e["speaker"] == "flite-rms"]
+    (gen / "outputs.jsonl").write_text(json.dumps(
+        {"path": str(copy / rms[3]["path"]), "prompt": rms[0]["path"]}) + "\n")
+    r = evaluate_voice(copy, gen, enroll=2, wer_real=False)
+    ref = r["reference"]
+    assert ref["test_voices"] == ["flite-rms", "flite-slt"] and ref["test_id_chance"] == 0.5
+    among_all = np.mean([r["per_speaker"][s]["id_accuracy"] for s in ref["test_voices"]])
+    assert ref["test_id_accuracy"] >= among_all, ref
+    (item,) = r["items"]
+    assert item["identified_among_tests"] == "flite-rms"
+    assert r["generated"]["test_id_outputs"] == 1 and r["generated"]["test_id_accuracy"] == 1.0
