@@ -43,6 +43,7 @@ from aimusic.fileio import write_json
 from aimusic.gen import load_chain
 from aimusic.gen.chain import continue_audio
 from aimusic.lm.model import load_lm
+from aimusic.runtime import configure_threads
 from aimusic.voice.tts import READING_FILE, SPEAK_FINE, VOICE_MATCH, speak_text
 
 
@@ -71,6 +72,7 @@ def main() -> None:
     ap.add_argument("--voice-match", type=int, default=VOICE_MATCH, metavar="K",
                     help="Voice matching for both tasks (0: off; default %(default)s, speak's).")
     a = ap.parse_args()
+    configure_threads()  # AIMUSIC_THREADS, as the CLI does
     if a.no_speak and a.no_continue:
         raise SystemExit("--no-speak and --no-continue leave nothing to make")
 
