@@ -322,10 +322,10 @@ def evaluate_voice(corpus: Path, generated: Path | None = None, per_speaker: int
             raise AimusicError(f"{o['path']}: speaker {o['speaker']!r} is not in {corpus} "
                                "and no prompt is given")
         if o["speaker"] in centroids:
-            q = J.speaker_embedding(a[: int(id_seconds * sr)], sr)
-            it["identified"] = identify(q)
+            head = J.speaker_embedding(a[: int(id_seconds * sr)], sr)
+            it["identified"] = identify(head)
             if o["speaker"] in ref.get("test_voices", []):
-                it["identified_among_tests"] = identify(q, True)
+                it["identified_among_tests"] = identify(head, True)
         if o["text"]:
             h = J.transcribe(a, sr)
             x, n = J.wer_counts(o["text"], h)
