@@ -227,3 +227,49 @@ def test_speak_refuses_a_bad_voice_with_the_file_named(speech_setup, tmp_path: P
     save_audio(voice, melody(1.5), SR)
     assert "nothing to say" in fail("speak", " ... ", "--voice", str(voice), "--models", m)
     assert "not both" in fail("speak", "Hi.", "--text-file", str(short), "--models", m)
+
+
+def _bench(name: str):
+    import importlib.util
+    import sys
+
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_single_stage_layout_scores_the_new_sentence_and_keeps_the_prompt() -> None:
+    """benchmarks/tts_split_compare.py, VALL-E's inputs in the delay layout: phonemes of
+    both sentences, then both sentences' codes; scored on the second sentence's frames
+    alone, and speaking continues after the prompt's codes without changing them."""
+    m = _bench("tts_split_compare")
+    K = m.LEVELS
+    cfg = LMConfig(stage="delay", clusters=20, levels=K, codebook_size=16, dim=32, layers=2,
+                   heads=2, max_len=128)
+    vocab = cfg.layout
+    g = torch.Generator().manual_seed(0)
+    a = (torch.randint(20, (5,), generator=g), None, torch.randint(16, (K, 9), generator=g))
+    b = (torch.randint(20, (4,), generator=g), None, torch.randint(16, (K, 6), generator=g))
+    ids, mask, first = m.single_sequence(vocab, a, b)
+    assert ids.shape == (5 + 4 + 1 + 15 + K - 1, K) and first == 5 + 4 + 1 + 9
+    assert torch.equal(L.delay_from_sequence(vocab, ids, 9), torch.cat([a[2], b[2]], -1))
+    ids2, tmask = m.target_sequence(vocab, a, b)
+    assert torch.equal(ids2, ids) and int(tmask.sum()) == K * 6  # b's frames, every level
+    assert not (tmask & ~mask).any()
+    t, k = tmask.nonzero(as_tuple=True)
+    assert ((t - 10 - k) >= 9).all()  # each target is a frame of b at its delayed step
+    ids3, tmask3 = m.target_sequence(vocab, a, b, prompt_text=False)  # `speak --voice`'s
+    assert ids3.shape[0] == ids.shape[0] - 5 and int(tmask3.sum()) == K * 6
+    assert torch.equal(L.delay_from_sequence(vocab, ids3, 4), torch.cat([a[2], b[2]], -1))
+    torch.manual_seed(0)
+    model = TokenLM(cfg)
+    new = m.continue_codes(model, a[2], a[0].tolist(), b[0].tolist(), 7, g)
+    assert new.shape == (K, 7) and int(new.max()) < 16 and int(new.min()) >= 0
+    with pytest.raises(ValueError, match="exceed the context"):
+        m.continue_codes(model, a[2], a[0].tolist(), b[0].tolist(), 200, g)

@@ -5,7 +5,11 @@ the voice of a prompt.
 Why this split and not VALL-E's (phonemes and prompt codes straight to codes): the reading
 LM is the only new model, and learns from the transcribed utterances alone, while the
 acoustic LMs that carry the voice are the ones speech continuation trains on
-untranscribed audio (the asterisk recordings with no English text included). Our
+untranscribed audio (the asterisk recordings with no English text included). Measured,
+the split is not better: at the same CPU budget a single stage in the delay layout models
+the test voices' speech in fewer bits and speaks twice as fast, and the voice judges hear
+no difference (``benchmarks/tts_split_compare.py``, BENCHMARKS.md); the split stays until
+both are compared at a GPU budget. Our
 semantic tokens say who speaks as well as what is said
 (``benchmarks/token_speaker_probe.py``), so the reader hears the voice first: 3 s of its
 semantic tokens (``LMConfig.voice_tokens``; 0 for the first readers). One flat sequence
