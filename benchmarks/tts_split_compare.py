@@ -258,16 +258,51 @@ def score_split(reader: TokenLM, coarse: TokenLM, u: Utterances,
             "coarse_bits_per_second": coarse_bits / seconds, "seconds": seconds}
 
 
+@torch.no_grad()
+def score_delay(stage: TokenLM, u: Utterances, pairs: list[tuple[int, int]]) -> dict:
+    """Bits per second of b's levels 1-3 under an acoustic stage in the ``delay`` layout
+    (semantic prefix, then every level of its token directory's codes delayed; train it on
+    codes with levels 4 and up zeroed, ``gpu_pack_tokens.py``, so they tell nothing), over
+    windows as ``score_split``'s coarse LM: the split's other acoustic layout."""
+    v = stage.cfg.layout
+    K = v.levels
+    n = L.fit_window("delay", v, stage.cfg.max_len, LEVELS, u.fpt)
+    hop = max(1, n // 2)
+    bits = seconds = 0.0
+    for a, b in pairs:
+        sa, ca = u.ds.item(a)
+        sb, cb = u.ds.item(b)
+        ca, cb = ca[:, :u.fpt * sa.numel()].clone(), cb[:, :u.fpt * sb.numel()].clone()
+        ca[LEVELS:], cb[LEVELS:] = 0, 0
+        sem, codes = torch.cat([sa, sb]), torch.cat([ca, cb], -1)
+        for j in range(sa.numel(), sem.numel(), hop):
+            end = min(sem.numel(), j + hop)
+            start = max(0, end - n)
+            ids, mask = L.delay_sequence(v, sem[start:end], codes[:, u.fpt * start:u.fpt * end])
+            target = torch.zeros(K, u.fpt * (end - start), dtype=torch.long)
+            target[:LEVELS, u.fpt * (j - start):] = 1  # the new frames' levels 1-3
+            head = end - start + 1
+            mask[:head] = False
+            mask[head:] &= L.delay(target, pad=0).bool()
+            k = int(mask[1:].sum())
+            bits += float(next_token_loss(stage(ids[None]), ids[None], mask[None],
+                                          stage.stream_offsets)) * k / LN2
+        seconds += sb.numel() / u.rate
+    return {"bits_per_second": bits / seconds, "seconds": seconds}
+
+
 def score(args: argparse.Namespace) -> int:
     u = Utterances(args.tokens, args.corpus)
     singles = {f"single-{k}": load_lm(f, "delay") for k, f in enumerate(args.single)}
     texts = {k: prompt_text(m.source_path) for k, m in singles.items()}
     reader = load_lm(args.split / "lm-reading.safetensors", "reading")
     coarse = load_lm(args.split / "lm-coarse.safetensors", "coarse")
+    delay = load_lm(args.delay, "delay") if args.delay else None
     max_len = min(m.cfg.max_len for m in singles.values())
     out: dict = {"date": date.today().isoformat(), "command": " ".join(sys.argv),
                  "tokens": str(args.tokens), "max_len": max_len, "splits": {}}
-    for name, f in (*singles.items(), ("reader", reader), ("coarse", coarse)):
+    others = [("reader", reader), ("coarse", coarse)] + ([("delay", delay)] if delay else [])
+    for name, f in (*singles.items(), *others):
         out[name] = {"file": str(f.source_path), "hash": f.source_hash,
                      "parameters": f.num_parameters()}
         if name in texts:
@@ -284,6 +319,14 @@ def score(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         res["split"] = {k: round(v, 2) for k, v in score_split(reader, coarse, u, pairs).items()}
         took["split"] = round(time.monotonic() - t0, 1)
+        if delay is not None:
+            t0 = time.monotonic()
+            d = score_delay(delay, u, pairs)
+            r = res["split"]["reader_bits_per_second"]
+            res["split-delay"] = {"bits_per_second": round(r + d["bits_per_second"], 2),
+                                  "reader_bits_per_second": r,
+                                  "delay_bits_per_second": round(d["bits_per_second"], 2)}
+            took["split-delay"] = round(time.monotonic() - t0, 1)
         out["splits"][split] = {**res, "score_seconds": took}
         print(json.dumps({split: out["splits"][split]}), file=sys.stderr, flush=True)
     text = json.dumps(out, indent=2) + "\n"
@@ -419,6 +462,9 @@ def main() -> int:
                    help="models folder with lm-reading and lm-coarse")
     s.add_argument("--single", type=Path, nargs="+", required=True,
                    help="the single stage's file(s)")
+    s.add_argument("--delay", type=Path,
+                   help="an acoustic stage in the delay layout (`train-lm --stage delay` on "
+                        "tokens with levels 4+ zeroed): the split's reader with it, too")
     s.add_argument("--splits", nargs="+", default=["test", "val"])
     s.add_argument("--per-voice", type=int, default=25)
     s.add_argument("-o", "--out", type=Path)
