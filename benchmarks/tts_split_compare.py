@@ -31,6 +31,12 @@ would speak in), at most ``--max-len`` steps.
         --corpus data/speech --minutes 24 -o V/lm-single.safetensors
     python benchmarks/tts_split_compare.py score voice3/tokens --corpus data/speech \
         --split S --single V/lm-single.safetensors -o benchmarks/tts-split-compare.json
+    python benchmarks/tts_split_compare.py speak --single V/lm-single.safetensors \
+        --models voice3/models --items 10 --out O    # then: aimusic eval voice data/speech -g O
+
+``train --no-prompt-text`` leaves the prompt sentence's phonemes out (what `speak --voice`
+could use); ``score --delay M`` also scores the reader with an acoustic stage in the delay
+layout (``train-lm --stage delay`` on tokens with levels 4 and up zeroed).
 """
 
 from __future__ import annotations
