@@ -252,8 +252,8 @@ def evaluate_voice(corpus: Path, generated: Path | None = None, per_speaker: int
 
     # the test split's voices alone: the "among the test voices" (AudioLM's
     # classifier knows only its test speakers); with few test voices chance is high
-    tests = [i for i, s in enumerate(names) if s in {e["speaker"] for e in entries
-                                                       if e.get("split") == "test"}]
+    test_split = {e["speaker"] for e in entries if e.get("split") == "test"}
+    tests = [i for i, s in enumerate(names) if s in test_split]
 
     def identify(e: np.ndarray, among_tests: bool = False) -> str | None:
         if cm is None or (among_tests and len(tests) < 2):
