@@ -71,16 +71,17 @@ def real_clip(tmp_path_factory) -> Path:
     pytest.skip("no real music available: apt-get install hyperrogue-music")
 
 
-def load_example(name: str):
-    """examples/NAME.py as module NAME, loaded once per session: worker processes pickle
-    its functions by module name, so every test must share one module object."""
+def load_example(name: str, folder: str = "examples"):
+    """FOLDER/NAME.py (examples/ or benchmarks/) as module NAME, loaded once per session:
+    worker processes pickle its functions by module name, so every test must share one
+    module object."""
     import importlib.util
     import sys
 
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(
-        name, Path(__file__).resolve().parents[1] / "examples" / f"{name}.py")
+        name, Path(__file__).resolve().parents[1] / folder / f"{name}.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import SR, melody
+from conftest import SR, load_example, melody
 from typer.testing import CliRunner
 
 from aimusic.audio import load_audio, save_audio
@@ -327,14 +327,9 @@ def test_cli_end_to_end_with_a_real_semantic_model(corpus: Path, codec_file: Pat
 def test_packed_for_a_device_call_keeps_coarse_levels_and_subsets(ref: Path, tmp_path: Path) -> None:
     """benchmarks/gpu_pack_tokens.py: levels from --keep-levels on are zero, everything else
     is the same, and a --subset manifest lists its items over the shared shards."""
-    import importlib.util
     import tarfile
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_pack_tokens.py"
-    spec = importlib.util.spec_from_file_location("gpu_pack_tokens", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_example("gpu_pack_tokens", "benchmarks")
     tar = tmp_path / "tok.tar.xz"
     mod.pack(ref, tar, keep_levels=3, subsets=("a:^a/",))
     with tarfile.open(tar) as t:

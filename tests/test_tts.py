@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SR, melody
+from conftest import SR, load_example, melody
 from test_generate import cli, fail, make_models
 
 from aimusic.audio import audio_info, save_audio
@@ -229,26 +229,11 @@ def test_speak_refuses_a_bad_voice_with_the_file_named(speech_setup, tmp_path: P
     assert "not both" in fail("speak", "Hi.", "--text-file", str(short), "--models", m)
 
 
-def _bench(name: str):
-    import importlib.util
-    import sys
-
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_single_stage_layout_scores_the_new_sentence_and_keeps_the_prompt() -> None:
     """benchmarks/tts_split_compare.py, VALL-E's inputs in the delay layout: phonemes of
     both sentences, then both sentences' codes; scored on the second sentence's frames
     alone, and speaking continues after the prompt's codes without changing them."""
-    m = _bench("tts_split_compare")
+    m = load_example("tts_split_compare", "benchmarks")
     K = m.LEVELS
     cfg = LMConfig(stage="delay", clusters=20, levels=K, codebook_size=16, dim=32, layers=2,
                    heads=2, max_len=128)
