@@ -35,8 +35,10 @@ would speak in), at most ``--max-len`` steps.
         --models voice3/models --items 10 --out O    # then: aimusic eval voice data/speech -g O
 
 ``train --no-prompt-text`` leaves the prompt sentence's phonemes out (what `speak --voice`
-could use); ``score --delay M`` also scores the reader with an acoustic stage in the delay
-layout (``train-lm --stage delay`` on tokens with levels 4 and up zeroed).
+could use); ``train --no-prompt`` is the ablation with no prompt sentence at all (one
+sentence a sequence, scored without the other); ``score --delay M`` also scores the
+reader with an acoustic stage in the delay layout (``train-lm --stage delay`` on tokens
+with levels 4 and up zeroed).
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ from aimusic.voice.evaluate import read_corpus
 from aimusic.voice.tts import VOICE_MATCH, transcripts_for
 
 LEVELS = 3  # codec levels the coarse LM writes, and so the single stage
+# no prompt sentence: phonemes, semantic tokens, codes, all empty (the --no-prompt ablation)
+NO_PROMPT = (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
+             torch.zeros(LEVELS, 0, dtype=torch.long))
 LN2 = math.log(2)
 
 
@@ -165,7 +170,8 @@ def train(args: argparse.Namespace) -> int:
             a = voices[v][int(torch.randint(len(voices[v]), (1,), generator=gen))]
             if a == b or not fits(u, a, b, args.max_len, args.prompt_text):
                 continue
-            ids, mask, _ = single_sequence(vocab, u.get(a), u.get(b), args.prompt_text)
+            ids, mask, _ = single_sequence(vocab, NO_PROMPT if not args.prompt else u.get(a),
+                                           u.get(b), args.prompt_text)
             seqs.append((ids, mask))
         ids, mask = pad_batch(seqs)
         positions += int(mask.any(-1).sum())
@@ -187,7 +193,7 @@ def train(args: argparse.Namespace) -> int:
             if step % 200 == 0 or step >= planned:
                 model.eval()
                 entry["val_bits_per_second"] = round(
-                    score_single(model, u, val, args.prompt_text)["bits_per_second"], 1)
+                    score_single(model, u, val, args.prompt_text, args.prompt)["bits_per_second"], 1)
                 model.train()
             log.append(entry)
             print(json.dumps(entry), file=sys.stderr, flush=True)
@@ -195,16 +201,17 @@ def train(args: argparse.Namespace) -> int:
     save_lm(model, args.out, depends=u.ds.depends,
             extra={"steps": step, "minutes": args.minutes, "batch_size": tc.batch_size,
                    "layout": "delay stage, phonemes in the semantic range",
-                   "prompt_text": args.prompt_text, "seed": args.seed,
+                   "prompt_text": args.prompt_text, "prompt": args.prompt, "seed": args.seed,
                    "history": log})
     return 0
 
 
-def prompt_text(path: Path | None) -> bool:
-    """Whether a single stage file reads the prompt's phonemes (its ``extra``)."""
+def prompt_text(path: Path | None, key: str = "prompt_text") -> bool:
+    """Whether a single stage file reads the prompt's phonemes (its ``extra``; ``key``
+    "prompt": whether it hears a prompt sentence at all)."""
     from aimusic.artifacts import read_metadata
 
-    return bool(read_metadata(path).get("extra", {}).get("prompt_text", True)) if path else True
+    return bool(read_metadata(path).get("extra", {}).get(key, True)) if path else True
 
 
 def score_pairs(u: Utterances, split: str, max_len: int, per_voice: int) -> list[tuple[int, int]]:
@@ -222,11 +229,12 @@ def score_pairs(u: Utterances, split: str, max_len: int, per_voice: int) -> list
 
 @torch.no_grad()
 def score_single(model: TokenLM, u: Utterances, pairs: list[tuple[int, int]],
-                 prompt_text: bool = True) -> dict:
+                 prompt_text: bool = True, prompt: bool = True) -> dict:
     vocab = model.cfg.layout
     bits = seconds = 0.0
     for a, b in pairs:
-        ids, mask = target_sequence(vocab, u.get(a), u.get(b), prompt_text)
+        ids, mask = target_sequence(vocab, u.get(a) if prompt else NO_PROMPT, u.get(b),
+                                    prompt_text)
         n = int(mask[1:].sum())
         bits += float(next_token_loss(model(ids[None]), ids[None], mask[None],
                                       model.stream_offsets)) * n / LN2
@@ -301,6 +309,7 @@ def score(args: argparse.Namespace) -> int:
     u = Utterances(args.tokens, args.corpus)
     singles = {f"single-{k}": load_lm(f, "delay") for k, f in enumerate(args.single)}
     texts = {k: prompt_text(m.source_path) for k, m in singles.items()}
+    heard = {k: prompt_text(m.source_path, "prompt") for k, m in singles.items()}
     reader = load_lm(args.split / "lm-reading.safetensors", "reading")
     coarse = load_lm(args.split / "lm-coarse.safetensors", "coarse")
     delay = load_lm(args.delay, "delay") if args.delay else None
@@ -312,7 +321,7 @@ def score(args: argparse.Namespace) -> int:
         out[name] = {"file": str(f.source_path), "hash": f.source_hash,
                      "parameters": f.num_parameters()}
         if name in texts:
-            out[name]["prompt_text"] = texts[name]
+            out[name]["prompt_text"], out[name]["prompt"] = texts[name], heard[name]
     for split in args.splits:
         # the same pairs for every model: those that fit with the prompt's text
         pairs = score_pairs(u, split, max_len, args.per_voice)
@@ -320,7 +329,8 @@ def score(args: argparse.Namespace) -> int:
         took = {}
         for name, m in singles.items():
             t0 = time.monotonic()
-            res[name] = {k: round(v, 2) for k, v in score_single(m, u, pairs, texts[name]).items()}
+            res[name] = {k: round(v, 2) for k, v in
+                         score_single(m, u, pairs, texts[name], heard[name]).items()}
             took[name] = round(time.monotonic() - t0, 1)
         t0 = time.monotonic()
         res["split"] = {k: round(v, 2) for k, v in score_split(reader, coarse, u, pairs).items()}
@@ -461,6 +471,9 @@ def main() -> int:
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--max-len", type=int, default=800, help="steps per sequence (both sentences)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--prompt", action=argparse.BooleanOptionalAction, default=True,
+                   help="--no-prompt: the ablation with no prompt sentence (one sentence a "
+                        "sequence, scored without the voice's other sentence)")
     t.add_argument("--prompt-text", action=argparse.BooleanOptionalAction, default=True,
                    help="read the prompt sentence's phonemes too (VALL-E's prompt); "
                         "--no-prompt-text: the new sentence's alone, as `speak --voice` needs")
