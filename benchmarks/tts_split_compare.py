@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aimusic.fileio import write_json
 from aimusic.lm import layouts as L
 from aimusic.lm.model import PRESETS, LMConfig, TokenLM, generate, load_lm, next_token_loss, save_lm
 from aimusic.lm.train import TRAIN_PRESETS, lr_at, make_optimizer, plan_steps, split_items
@@ -115,18 +116,23 @@ def single_sequence(vocab: L.Vocab, a: tuple, b: tuple,
     return ids, mask, phon.numel() + 1 + a[2].shape[-1]
 
 
+def only_new_frames(mask: torch.Tensor, head: int, frames: int, new_from: int) -> torch.Tensor:
+    """A delay sequence's mask [T, K] (``head`` prefix steps, then ``frames`` delayed frames)
+    narrowed to levels 1-3 of frames ``new_from`` on, each at its delayed step."""
+    target = torch.zeros(mask.shape[-1], frames, dtype=torch.long)
+    target[:LEVELS, new_from:] = 1
+    mask[:head] = False
+    mask[head:] &= L.delay(target, pad=0).bool()
+    return mask
+
+
 def target_sequence(vocab: L.Vocab, a: tuple, b: tuple,
                     prompt_text: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """``single_sequence`` with only b's frames as targets (each level at its delayed
     step): what the single stage is scored on."""
     ids, mask, first = single_sequence(vocab, a, b, prompt_text)
     fa, fb = a[2].shape[-1], b[2].shape[-1]
-    target = torch.zeros(LEVELS, fa + fb, dtype=torch.long)
-    target[:, fa:] = 1
-    head = first - fa
-    mask[:head] = False
-    mask[head:] &= L.delay(target, pad=0).bool()
-    return ids, mask
+    return ids, only_new_frames(mask, first - fa, fa + fb, fa)
 
 
 def pad_batch(seqs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,9 +212,9 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-def prompt_text(path: Path | None, key: str = "prompt_text") -> bool:
-    """Whether a single stage file reads the prompt's phonemes (its ``extra``; ``key``
-    "prompt": whether it hears a prompt sentence at all)."""
+def trained_with(path: Path | None, key: str) -> bool:
+    """A single stage file's training flag (its ``extra``; absent: True): ``prompt_text``,
+    whether it reads the prompt's phonemes; ``prompt``, whether it hears a prompt at all."""
     from aimusic.artifacts import read_metadata
 
     return bool(read_metadata(path).get("extra", {}).get(key, True)) if path else True
@@ -250,7 +256,7 @@ def score_split(reader: TokenLM, coarse: TokenLM, u: Utterances,
     hop = max(1, n // 2)
     read_bits = coarse_bits = seconds = 0.0
     for a, b in pairs:
-        pa, sa, ca = u.get(a)
+        _, sa, ca = u.get(a)
         pb, sb, cb = u.get(b)
         voice = sa[:reader.cfg.voice_tokens] if reader.cfg.voice_tokens else None
         ids, mask = L.reading_sequence(rv, pb, sb, end=False, voice=voice)
@@ -279,7 +285,6 @@ def score_delay(stage: TokenLM, u: Utterances, pairs: list[tuple[int, int]]) -> 
     codes with levels 4 and up zeroed, ``gpu_pack_tokens.py``, so they tell nothing), over
     windows as ``score_split``'s coarse LM: the split's other acoustic layout."""
     v = stage.cfg.layout
-    K = v.levels
     n = L.fit_window("delay", v, stage.cfg.max_len, LEVELS, u.fpt)
     hop = max(1, n // 2)
     bits = seconds = 0.0
@@ -293,11 +298,8 @@ def score_delay(stage: TokenLM, u: Utterances, pairs: list[tuple[int, int]]) -> 
             end = min(sem.numel(), j + hop)
             start = max(0, end - n)
             ids, mask = L.delay_sequence(v, sem[start:end], codes[:, u.fpt * start:u.fpt * end])
-            target = torch.zeros(K, u.fpt * (end - start), dtype=torch.long)
-            target[:LEVELS, u.fpt * (j - start):] = 1  # the new frames' levels 1-3
-            head = end - start + 1
-            mask[:head] = False
-            mask[head:] &= L.delay(target, pad=0).bool()
+            mask = only_new_frames(mask, end - start + 1, u.fpt * (end - start),
+                                   u.fpt * (j - start))
             k = int(mask[1:].sum())
             bits += float(next_token_loss(stage(ids[None]), ids[None], mask[None],
                                           stage.stream_offsets)) * k / LN2
@@ -308,8 +310,8 @@ def score_delay(stage: TokenLM, u: Utterances, pairs: list[tuple[int, int]]) -> 
 def score(args: argparse.Namespace) -> int:
     u = Utterances(args.tokens, args.corpus)
     singles = {f"single-{k}": load_lm(f, "delay") for k, f in enumerate(args.single)}
-    texts = {k: prompt_text(m.source_path) for k, m in singles.items()}
-    heard = {k: prompt_text(m.source_path, "prompt") for k, m in singles.items()}
+    texts = {k: trained_with(m.source_path, "prompt_text") for k, m in singles.items()}
+    heard = {k: trained_with(m.source_path, "prompt") for k, m in singles.items()}
     reader = load_lm(args.split / "lm-reading.safetensors", "reading")
     coarse = load_lm(args.split / "lm-coarse.safetensors", "coarse")
     delay = load_lm(args.delay, "delay") if args.delay else None
@@ -345,12 +347,9 @@ def score(args: argparse.Namespace) -> int:
             took["split-delay"] = round(time.monotonic() - t0, 1)
         out["splits"][split] = {**res, "score_seconds": took}
         print(json.dumps({split: out["splits"][split]}), file=sys.stderr, flush=True)
-    text = json.dumps(out, indent=2) + "\n"
     if args.out:
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(args.out)
-    print(text)
+        write_json(args.out, out)
+    print(json.dumps(out, indent=2))
     return 0
 
 
@@ -414,7 +413,7 @@ def speak(args: argparse.Namespace) -> int:
     from aimusic.text import phonemes as ph
 
     model = load_lm(args.single, "delay")
-    with_text = prompt_text(args.single)
+    with_text = trained_with(args.single, "prompt_text")
     chain = load_chain(args.models, "flat")
     entries = [json.loads(ln) for ln in (args.corpus / "manifest.jsonl").read_text().splitlines()]
     by: dict[str, list[dict]] = {}
@@ -452,8 +451,8 @@ def speak(args: argparse.Namespace) -> int:
             print(f"{name}: {y.size / chain.sample_rate:.2f} s in {wall:.2f} s  {e['text']!r}",
                   file=sys.stderr, flush=True)
     (args.out / "outputs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in listing))
-    (args.out / "single.json").write_text(json.dumps(
-        {"skipped": skipped, "speak": speed, "model": str(args.single)}, indent=2) + "\n")
+    write_json(args.out / "single.json",
+               {"skipped": skipped, "speak": speed, "model": str(args.single)})
     print(f"{len(listing)} outputs ({len(skipped)} too long to fit) in {args.out}")
     return 0
 
