@@ -53,6 +53,10 @@ def main() -> None:
     ap.add_argument("--models", type=Path)
     ap.add_argument("--roundtrip", type=Path, metavar="CODEC",
                     help="Round trips of the recordings through this codec, no LMs.")
+    ap.add_argument("--levels", type=int, metavar="N",
+                    help="With --roundtrip: decode only the first N codec levels (0: the "
+                         "encoder's latent unquantized, where the voice is lost if not in "
+                         "the quantizer). Default: all.")
     ap.add_argument("--opus", type=float, metavar="KBPS",
                     help="Round trips through Opus at this bitrate instead (at least 6).")
     ap.add_argument("--out", type=Path, required=True)
@@ -177,10 +181,17 @@ def roundtrips(a: argparse.Namespace, by_speaker: dict[str, list[dict]]) -> None
     else:
         codec = load_codec(a.roundtrip)
         sr, prefix, via = codec.cfg.sample_rate, "rt", str(a.roundtrip)
+        if a.levels is not None:
+            via += " (unquantized)" if a.levels == 0 else f" ({a.levels} levels)"
 
+        @torch.no_grad()
         def trip(x: np.ndarray) -> np.ndarray:
             t = torch.from_numpy(x)[None, None]
-            return codec.decode(codec.encode(t))[0, 0, :t.shape[-1]].numpy()
+            if a.levels == 0:
+                y = codec.decoder(codec.encoder(codec.pad(t)))
+            else:
+                y = codec.decode(codec.encode(t, a.levels))
+            return y[0, 0, :t.shape[-1]].numpy()
     listing = []
     for speaker, utts in sorted(by_speaker.items()):
         utts = utts[:a.items + 1]

@@ -180,3 +180,46 @@ def test_id_among_the_test_voices_alone(corpus, tmp_path) -> None:
     (item,) = r["items"]
     assert item["identified_among_tests"] == "flite-rms"
     assert r["generated"]["test_id_outputs"] == 1 and r["generated"]["test_id_accuracy"] == 1.0
+
+
+def test_roundtrip_at_chosen_levels(tmp_path) -> None:
+    """`voice_outputs.py --roundtrip CODEC --levels N`: the sentences `speak` is judged on,
+    through the codec's first N levels (0: its latent unquantized), listed as `speak`
+    outputs with the next utterance as the prompt."""
+    import argparse
+
+    import torch
+
+    from aimusic.audio import load_audio, save_audio
+    from aimusic.codec.model import Codec, load_codec, preset_tiny, save_codec
+
+    vo = load_example("voice_outputs")
+    torch.manual_seed(0)
+    codec_file = save_codec(Codec(preset_tiny()), tmp_path / "codec.safetensors")
+    sr = 16000
+    by_speaker = {}
+    for s, f0 in (("low", 110.0), ("high", 220.0)):
+        for k in range(2):
+            rel = f"wav/test/{s}/{k}.wav"
+            t = np.arange(int(1.2 * sr)) / sr
+            save_audio(tmp_path / rel, 0.3 * np.sin(2 * np.pi * f0 * (k + 1) * t), sr)
+            by_speaker.setdefault(s, []).append({"path": rel, "speaker": s, "text": f"say {k}"})
+    outs = {}
+    for levels in (None, 2, 0):
+        a = argparse.Namespace(corpus=tmp_path, roundtrip=codec_file, opus=None, levels=levels,
+                               items=2, out=tmp_path / f"rt{levels}")
+        vo.roundtrips(a, by_speaker)
+        rows = [json.loads(ln) for ln in (a.out / "outputs.jsonl").read_text().splitlines()]
+        assert [(r["speaker"], r["prompt"], r["task"]) for r in rows] == [
+            ("high", "wav/test/high/1.wav", "speak"), ("high", "wav/test/high/0.wav", "speak"),
+            ("low", "wav/test/low/1.wav", "speak"), ("low", "wav/test/low/0.wav", "speak")]
+        outs[levels] = load_audio(a.out / rows[0]["path"], 24000)
+    codec = load_codec(codec_file)
+    x = torch.from_numpy(load_audio(tmp_path / "wav/test/high/0.wav", 24000))[None, None]
+    with torch.no_grad():
+        want = {None: codec.decode(codec.encode(x)), 2: codec.decode(codec.encode(x, 2)),
+                0: codec.decoder(codec.encoder(codec.pad(x)))}
+    for levels, y in outs.items():
+        assert len(y) == x.shape[-1]
+        assert np.allclose(y, want[levels][0, 0, :x.shape[-1]].numpy(), atol=2e-4), levels
+    assert not np.allclose(outs[2], outs[0], atol=1e-3)
