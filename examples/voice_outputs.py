@@ -26,6 +26,12 @@ LMs and voice matching are judged.
 the sentences `speak` would say, encoded and decoded by that codec with no LM, listed as
 `speak` outputs (same prompt, same text), so `eval voice` scores what the codec alone keeps.
 ``--opus KBPS`` does the same through Opus at that bitrate (opusenc, hard CBR): OUT/opus-*.wav.
+Where a round trip loses the voice: ``--levels N`` decodes the first N levels (0: the
+encoder's latent, unquantized); with an inverse-STFT codec ``--keep magnitude`` (or
+``phase``) keeps the recording's own STFT magnitudes (phases) and takes only the other from
+the decoder, and ``--keep magnitude-alone`` takes no codec at all: the recording's
+magnitudes with phases found by Griffin-Lim from random ones, what the judges hear in the
+magnitudes alone.
 """
 
 from __future__ import annotations
@@ -37,14 +43,18 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from aimusic.audio import load_audio, save_audio
+from aimusic.codec.modules import SpectralDecoder
 from aimusic.fileio import write_json
 from aimusic.gen import load_chain
 from aimusic.gen.chain import continue_audio
 from aimusic.lm.model import load_lm
 from aimusic.runtime import configure_threads
 from aimusic.voice.tts import READING_FILE, SPEAK_FINE, VOICE_MATCH, speak_text
+
+KEEP = ("magnitude", "phase", "magnitude-alone")
 
 
 def main() -> None:
@@ -57,6 +67,9 @@ def main() -> None:
                     help="With --roundtrip: decode only the first N codec levels (0: the "
                          "encoder's latent unquantized, where the voice is lost if not in "
                          "the quantizer). Default: all.")
+    ap.add_argument("--keep", choices=KEEP,
+                    help="With --roundtrip of an istft codec: keep the recording's own STFT "
+                         "magnitudes or phases (diagnosis; see above).")
     ap.add_argument("--opus", type=float, metavar="KBPS",
                     help="Round trips through Opus at this bitrate instead (at least 6).")
     ap.add_argument("--out", type=Path, required=True)
@@ -167,8 +180,6 @@ def roundtrips(a: argparse.Namespace, by_speaker: dict[str, list[dict]]) -> None
     """The recordings `speak` is judged against, through the codec alone (or Opus)."""
     import tempfile
 
-    import torch
-
     from aimusic.codec.evaluate import opus_roundtrip
     from aimusic.codec.model import load_codec
 
@@ -183,14 +194,32 @@ def roundtrips(a: argparse.Namespace, by_speaker: dict[str, list[dict]]) -> None
         sr, prefix, via = codec.cfg.sample_rate, "rt", str(a.roundtrip)
         if a.levels is not None:
             via += " (unquantized)" if a.levels == 0 else f" ({a.levels} levels)"
+        head = codec.decoder
+        if a.keep is not None:
+            if not isinstance(head, SpectralDecoder):
+                raise SystemExit(f"--keep needs an istft codec; {a.roundtrip} has head "
+                                 f"{codec.cfg.head!r}")
+            via += f", the recording's {a.keep.replace('-', ' ')}"
 
         @torch.no_grad()
         def trip(x: np.ndarray) -> np.ndarray:
             t = torch.from_numpy(x)[None, None]
             if a.levels == 0:
-                y = codec.decoder(codec.encoder(codec.pad(t)))
+                z = codec.encoder(codec.pad(t))
             else:
-                y = codec.decode(codec.encode(t, a.levels))
+                z = codec.quantizer.decode(codec.encode(t, a.levels))
+            if a.keep is None:
+                y = head(z)
+            else:
+                log_mag, phase = head.spectrum(z)
+                true = head.analyze(t, phase.shape[-1])
+                true_log_mag = true.abs().clamp_min(1e-7).log()
+                if a.keep == "magnitude":
+                    y = head.synthesize(true_log_mag, phase)
+                elif a.keep == "phase":
+                    y = head.synthesize(log_mag, torch.angle(true))
+                else:
+                    y = griffin_lim(head, true.abs(), seed=a.seed)
             return y[0, 0, :t.shape[-1]].numpy()
     listing = []
     for speaker, utts in sorted(by_speaker.items()):
@@ -205,6 +234,18 @@ def roundtrips(a: argparse.Namespace, by_speaker: dict[str, list[dict]]) -> None
                             "prompt": utts[(k + 1) % len(utts)]["path"], "text": e["text"]})
     (a.out / "outputs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in listing))
     print(f"{len(listing)} round trips through {via} in {a.out / 'outputs.jsonl'}")
+
+
+def griffin_lim(head: SpectralDecoder, mag: torch.Tensor, iters: int = 32,
+                seed: int = 0) -> torch.Tensor:
+    """Audio [B, 1, F * hop] whose STFT in ``head``'s frames has magnitudes near ``mag``
+    [B, bins, F]: Griffin-Lim's iterations from random phases."""
+    g = torch.Generator().manual_seed(seed)
+    phase = torch.rand(mag.shape, generator=g) * 2 * torch.pi
+    for _ in range(iters):
+        y = head.synthesize(mag.clamp_min(1e-7).log(), phase)
+        phase = torch.angle(head.analyze(y, mag.shape[-1]))
+    return head.synthesize(mag.clamp_min(1e-7).log(), phase)
 
 
 if __name__ == "__main__":

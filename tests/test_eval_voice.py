@@ -182,38 +182,51 @@ def test_id_among_the_test_voices_alone(corpus, tmp_path) -> None:
     assert r["generated"]["test_id_outputs"] == 1 and r["generated"]["test_id_accuracy"] == 1.0
 
 
-def test_roundtrip_at_chosen_levels(tmp_path) -> None:
-    """`voice_outputs.py --roundtrip CODEC --levels N`: the sentences `speak` is judged on,
-    through the codec's first N levels (0: its latent unquantized), listed as `speak`
-    outputs with the next utterance as the prompt."""
-    import argparse
+def _spoken_tones(root: Path) -> dict[str, list[dict]]:
+    """Two 'voices' of two 1.2-s tone utterances each, as voice_outputs lists test speakers."""
+    from aimusic.audio import save_audio
 
-    import torch
-
-    from aimusic.audio import load_audio, save_audio
-    from aimusic.codec.model import Codec, load_codec, preset_tiny, save_codec
-
-    vo = load_example("voice_outputs")
-    torch.manual_seed(0)
-    codec_file = save_codec(Codec(preset_tiny()), tmp_path / "codec.safetensors")
-    sr = 16000
-    by_speaker = {}
+    sr, by_speaker = 16000, {}
     for s, f0 in (("low", 110.0), ("high", 220.0)):
         for k in range(2):
             rel = f"wav/test/{s}/{k}.wav"
             t = np.arange(int(1.2 * sr)) / sr
-            save_audio(tmp_path / rel, 0.3 * np.sin(2 * np.pi * f0 * (k + 1) * t), sr)
+            save_audio(root / rel, 0.3 * np.sin(2 * np.pi * f0 * (k + 1) * t), sr)
             by_speaker.setdefault(s, []).append({"path": rel, "speaker": s, "text": f"say {k}"})
+    return by_speaker
+
+
+def _roundtrip(root: Path, by_speaker, codec: Path, name: str, **kw) -> tuple[np.ndarray, list]:
+    import argparse
+
+    from aimusic.audio import load_audio
+
+    a = argparse.Namespace(**{"corpus": root, "roundtrip": codec, "opus": None, "levels": None,
+                              "keep": None, "items": 2, "seed": 0, "out": root / name, **kw})
+    load_example("voice_outputs").roundtrips(a, by_speaker)
+    rows = [json.loads(ln) for ln in (a.out / "outputs.jsonl").read_text().splitlines()]
+    return load_audio(a.out / rows[0]["path"], 24000), rows
+
+
+def test_roundtrip_at_chosen_levels(tmp_path) -> None:
+    """`voice_outputs.py --roundtrip CODEC --levels N`: the sentences `speak` is judged on,
+    through the codec's first N levels (0: its latent unquantized), listed as `speak`
+    outputs with the next utterance as the prompt."""
+    import torch
+
+    from aimusic.audio import load_audio
+    from aimusic.codec.model import Codec, load_codec, preset_tiny, save_codec
+
+    torch.manual_seed(0)
+    codec_file = save_codec(Codec(preset_tiny()), tmp_path / "codec.safetensors")
+    by_speaker = _spoken_tones(tmp_path)
     outs = {}
     for levels in (None, 2, 0):
-        a = argparse.Namespace(corpus=tmp_path, roundtrip=codec_file, opus=None, levels=levels,
-                               items=2, out=tmp_path / f"rt{levels}")
-        vo.roundtrips(a, by_speaker)
-        rows = [json.loads(ln) for ln in (a.out / "outputs.jsonl").read_text().splitlines()]
+        outs[levels], rows = _roundtrip(tmp_path, by_speaker, codec_file, f"rt{levels}",
+                                        levels=levels)
         assert [(r["speaker"], r["prompt"], r["task"]) for r in rows] == [
             ("high", "wav/test/high/1.wav", "speak"), ("high", "wav/test/high/0.wav", "speak"),
             ("low", "wav/test/low/1.wav", "speak"), ("low", "wav/test/low/0.wav", "speak")]
-        outs[levels] = load_audio(a.out / rows[0]["path"], 24000)
     codec = load_codec(codec_file)
     x = torch.from_numpy(load_audio(tmp_path / "wav/test/high/0.wav", 24000))[None, None]
     with torch.no_grad():
@@ -223,3 +236,36 @@ def test_roundtrip_at_chosen_levels(tmp_path) -> None:
         assert len(y) == x.shape[-1]
         assert np.allclose(y, want[levels][0, 0, :x.shape[-1]].numpy(), atol=2e-4), levels
     assert not np.allclose(outs[2], outs[0], atol=1e-3)
+    with pytest.raises(SystemExit, match="istft"):
+        _roundtrip(tmp_path, by_speaker, codec_file, "conv-keep", keep="magnitude")
+
+
+def test_roundtrip_keeping_the_recordings_magnitudes_or_phases(tmp_path) -> None:
+    """`--keep`: an untrained istft codec's round trip is far from the recording; keeping
+    the recording's magnitudes brings its spectrum close, keeping the phases does not, and
+    Griffin-Lim alone recovers the magnitudes without any codec."""
+    import dataclasses
+
+    import torch
+
+    from aimusic.audio import load_audio
+    from aimusic.codec.model import Codec, preset_tiny, save_codec
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(preset_tiny(), head="istft", head_channels=16, head_dilations=(1,))
+    codec = Codec(cfg)
+    codec_file = save_codec(codec, tmp_path / "codec.safetensors")
+    by_speaker = _spoken_tones(tmp_path)
+    x = torch.from_numpy(load_audio(tmp_path / "wav/test/high/0.wav", 24000))[None, None]
+    head = codec.decoder
+    frames = -(-x.shape[-1] // cfg.hop)
+    ref = head.analyze(x, frames).abs()
+
+    def mag_error(y: np.ndarray) -> float:
+        m = head.analyze(torch.from_numpy(y)[None, None], frames).abs()
+        return float((m - ref).norm() / ref.norm())
+
+    err = {keep: mag_error(_roundtrip(tmp_path, by_speaker, codec_file, f"k{keep}", keep=keep)[0])
+           for keep in (None, "magnitude", "phase", "magnitude-alone")}
+    assert err[None] > 0.9 and err["phase"] > 0.9, err
+    assert err["magnitude"] < 0.8 and err["magnitude-alone"] < 0.2, err

@@ -190,6 +190,15 @@ class SpectralDecoder(nn.Module):
             phase = phase + ((k * t) % 4).float() * (math.pi / 2)
         return log_mag, phase
 
+    def analyze(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        """Audio [B, 1, T] -> its complex STFT [B, n_fft // 2 + 1, frames] in this head's
+        window, hop and frames (x zero-padded or cut to ``frames * hop``): the target that
+        ``spectrum`` is trained towards, and what diagnoses put in its place."""
+        x = x.squeeze(1).float()
+        x = nn.functional.pad(x, (0, max(0, frames * self.hop - x.shape[-1])))[:, :frames * self.hop]
+        return torch.stft(x, self.n_fft, self.hop, self.n_fft, self.window, center=True,
+                          return_complex=True)[..., :frames]
+
     def synthesize(self, log_mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
         """(log magnitude, phase) [B, bins, F] -> audio [B, 1, F * hop] (inverse STFT)."""
         spec = torch.polar(log_mag.exp(), phase)

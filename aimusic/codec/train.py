@@ -119,8 +119,8 @@ def phase_losses(phase: torch.Tensor, target: torch.Tensor) -> dict[str, torch.T
 SPEC_FLOOR = 1e-2  # magnitudes below this (some 70 dB under a loud partial) all count alike
 
 
-def spectrum_losses(x: torch.Tensor, log_mag: torch.Tensor, phase: torch.Tensor, n_fft: int,
-                    hop: int) -> dict[str, torch.Tensor]:
+def spectrum_losses(x: torch.Tensor, log_mag: torch.Tensor, phase: torch.Tensor,
+                    head: SpectralDecoder) -> dict[str, torch.Tensor]:
     """The istft head's STFT (log magnitude and phase, [B, bins, F]) against the STFT of the
     target audio x [B, 1, T] with the same window, hop and frames. The magnitudes are
     compared bin by bin (L1 of the log magnitudes, and the spectral convergence of the linear
@@ -128,11 +128,7 @@ def spectrum_losses(x: torch.Tensor, log_mag: torch.Tensor, phase: torch.Tensor,
     collapsed a small codec's codebooks): a mel loss blurs the bins of a
     harmonic's neighbours together, and a codec trained on mel losses alone makes
     whispered speech, formants without harmonics (BENCHMARKS.md)."""
-    F = phase.shape[-1]
-    x = x.squeeze(1).float()
-    x = torch.nn.functional.pad(x, (0, max(0, F * hop - x.shape[-1])))[:, :F * hop]
-    window = torch.hann_window(n_fft, device=x.device)
-    target = torch.stft(x, n_fft, hop, n_fft, window, center=True, return_complex=True)[..., :F]
+    target = head.analyze(x, phase.shape[-1])
     mag = target.abs()
     est = log_mag.exp()  # spectral convergence: the linear error relative to the target's size
     convergence = (est - mag).flatten(1).norm(dim=1) / mag.flatten(1).norm(dim=1).clamp_min(1e-5)
@@ -305,7 +301,7 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
                       "vq/commit": commit.float()}
             if spectrum and head is not None:
                 log_mag, phase = spectrum
-                losses.update(spectrum_losses(x, log_mag, phase, head.n_fft, head.hop))
+                losses.update(spectrum_losses(x, log_mag, phase, head))
             if step >= cfg.adv_start:
                 with autocast:
                     d_loss = hinge_d_loss(d_model(x), d_model(y.detach()))
