@@ -92,6 +92,8 @@ def main() -> None:
     configure_threads()  # AIMUSIC_THREADS, as the CLI does
     if a.no_speak and a.no_continue:
         raise SystemExit("--no-speak and --no-continue leave nothing to make")
+    if (a.levels is not None or a.keep is not None) and a.roundtrip is None:
+        raise SystemExit("--levels and --keep diagnose a codec: give --roundtrip CODEC")
 
     entries = [json.loads(ln) for ln in (a.corpus / "manifest.jsonl").read_text().splitlines()]
     by_speaker: dict[str, list[dict]] = defaultdict(list)
@@ -193,6 +195,9 @@ def roundtrips(a: argparse.Namespace, by_speaker: dict[str, list[dict]]) -> None
         codec = load_codec(a.roundtrip)
         sr, prefix, via = codec.cfg.sample_rate, "rt", str(a.roundtrip)
         if a.levels is not None:
+            if not 0 <= a.levels <= codec.cfg.levels:
+                raise SystemExit(f"--levels {a.levels}: {a.roundtrip} has levels 1 to "
+                                 f"{codec.cfg.levels} (or 0, unquantized)")
             via += " (unquantized)" if a.levels == 0 else f" ({a.levels} levels)"
         head = codec.decoder
         if a.keep is not None:

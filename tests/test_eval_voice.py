@@ -238,6 +238,8 @@ def test_roundtrip_at_chosen_levels(tmp_path) -> None:
     assert not np.allclose(outs[2], outs[0], atol=1e-3)
     with pytest.raises(SystemExit, match="istft"):
         _roundtrip(tmp_path, by_speaker, codec_file, "conv-keep", keep="magnitude")
+    with pytest.raises(SystemExit, match="levels 1 to 8"):
+        _roundtrip(tmp_path, by_speaker, codec_file, "too-many", levels=9)
 
 
 def test_roundtrip_keeping_the_recordings_magnitudes_or_phases(tmp_path) -> None:
