@@ -55,14 +55,14 @@ def identify(enrolled: dict[str, list[np.ndarray]], queries: dict[str, list[np.n
     allv = np.stack([v for vs in enrolled.values() for v in vs])
     # centred on the enrolled mean, not scaled per feature: a feature nearly constant over
     # the enrolled vectors (an always-silent band) must not weigh as much as one that varies
-    mu, sd = allv.mean(0), allv.std()
+    mu = allv.mean(0)
     names = sorted(enrolled)
-    cents = np.stack([np.mean([(v - mu) / sd for v in enrolled[s]], 0) for s in names])
+    cents = np.stack([np.mean([v - mu for v in enrolled[s]], 0) for s in names])
     cents /= np.linalg.norm(cents, axis=1, keepdims=True)
     hits, taken = [], {}
     for s in names:
         for q in queries.get(s, []):
-            v = (q - mu) / sd
+            v = q - mu
             got = names[int(np.argmax(cents @ (v / np.linalg.norm(v))))]
             hits.append(got == s)
             if s in watch:
