@@ -25,7 +25,6 @@ information about the voice stops. Chance is 1 / voices.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter, defaultdict
 from datetime import date
 from pathlib import Path
@@ -38,6 +37,7 @@ from aimusic.codec.model import Codec, load_codec
 from aimusic.codec.modules import SpectralDecoder
 from aimusic.fileio import write_json
 from aimusic.runtime import configure_threads
+from aimusic.voice.evaluate import read_corpus
 
 KINDS = ("latent", "recording mel", "decoded mel")
 
@@ -100,7 +100,7 @@ class Features:
 
 def probe(codec: Codec, corpus: Path, per_voice: int = 10, enroll: int = 3,
           seconds: float = 3.0, n_mels: int = 40) -> dict:
-    entries = [json.loads(ln) for ln in (corpus / "manifest.jsonl").read_text().splitlines()]
+    entries, _ = read_corpus(corpus)
     chosen: dict[str, list[dict]] = defaultdict(list)
     for e in entries:
         if len(chosen[e["speaker"]]) < per_voice:
@@ -112,7 +112,7 @@ def probe(codec: Codec, corpus: Path, per_voice: int = 10, enroll: int = 3,
     queries: dict[str, dict[str, list]] = {k: defaultdict(list) for k in KINDS}
     for s, es in chosen.items():
         for i, e in enumerate(es):
-            f = feats(load_audio(corpus / e["path"], sr, duration=None if i < enroll else seconds))
+            f = feats(load_audio(e["file"], sr, duration=None if i < enroll else seconds))
             for k in KINDS:
                 (enrolled if i < enroll else queries)[k][s].append(f[k])
     return {k: identify(enrolled[k], queries[k], tests) for k in KINDS} | {

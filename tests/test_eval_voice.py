@@ -196,6 +196,16 @@ def _spoken_tones(root: Path) -> dict[str, list[dict]]:
     return by_speaker
 
 
+def _tiny_istft_codec():
+    """An untrained tiny codec with the inverse-STFT head (the speech preset's kind)."""
+    import dataclasses
+
+    from aimusic.codec.model import Codec, preset_tiny
+
+    return Codec(dataclasses.replace(preset_tiny(), head="istft", head_channels=16,
+                                     head_dilations=(1,)))
+
+
 def _roundtrip(root: Path, by_speaker, codec: Path, name: str, **kw) -> tuple[np.ndarray, list]:
     import argparse
 
@@ -246,21 +256,18 @@ def test_roundtrip_keeping_the_recordings_magnitudes_or_phases(tmp_path) -> None
     """`--keep`: an untrained istft codec's round trip is far from the recording; keeping
     the recording's magnitudes brings its spectrum close, keeping the phases does not, and
     Griffin-Lim alone recovers the magnitudes without any codec."""
-    import dataclasses
-
     import torch
 
     from aimusic.audio import load_audio
-    from aimusic.codec.model import Codec, preset_tiny, save_codec
+    from aimusic.codec.model import save_codec
 
     torch.manual_seed(0)
-    cfg = dataclasses.replace(preset_tiny(), head="istft", head_channels=16, head_dilations=(1,))
-    codec = Codec(cfg)
+    codec = _tiny_istft_codec()
     codec_file = save_codec(codec, tmp_path / "codec.safetensors")
     by_speaker = _spoken_tones(tmp_path)
     x = torch.from_numpy(load_audio(tmp_path / "wav/test/high/0.wav", 24000))[None, None]
     head = codec.decoder
-    frames = -(-x.shape[-1] // cfg.hop)
+    frames = -(-x.shape[-1] // codec.cfg.hop)
     ref = head.analyze(x, frames).abs()
 
     def mag_error(y: np.ndarray) -> float:
@@ -276,8 +283,6 @@ def test_roundtrip_keeping_the_recordings_magnitudes_or_phases(tmp_path) -> None
 def test_codec_speaker_probe(tmp_path) -> None:
     """benchmarks/codec_speaker_probe.py: nearest-mean ID names well-separated voices and is
     at chance when the features say nothing; it runs on a corpus through an istft codec."""
-    import dataclasses
-
     import torch
 
     from aimusic.codec.model import Codec, preset_tiny
@@ -298,8 +303,7 @@ def test_codec_speaker_probe(tmp_path) -> None:
             for e in es]
     (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     torch.manual_seed(0)
-    codec = Codec(dataclasses.replace(preset_tiny(), head="istft", head_channels=16,
-                                      head_dilations=(1,))).eval()
+    codec = _tiny_istft_codec().eval()
     r = cp.probe(codec, tmp_path, per_voice=2, enroll=1, seconds=1.0)
     assert r["voices"] == 2 and r["test_voices"] == ["low"]
     assert set(cp.KINDS) <= set(r) and all(r[k]["queries"] == 2 for k in cp.KINDS)
