@@ -760,6 +760,12 @@ def continue_cmd(
                                                     "coarse levels alone (faster, at the codec's "
                                                     "lower bandwidth).")
     ] = True,
+    eq: Annotated[
+        bool, typer.Option("--prompt-eq/--no-prompt-eq",
+                           help="Speech: equalize the new audio to undo how the codec colours "
+                                "the prompt's voice (the prompt against the codec's rendering "
+                                "of it); off by default, right for music.")
+    ] = False,
 ) -> None:
     """Continue music (or speech, with speech models): the semantic, coarse and fine LMs
     extend each file by --seconds."""
@@ -775,7 +781,8 @@ def continue_cmd(
             r = continue_file(chain, path, target, seconds, prompt_seconds=prompt_seconds,
                               continuation_only=continuation_only, sampling=sampling,
                               seed=seed if seed is not None else settings.seed, use_cache=cache,
-                              progress=not settings.quiet, voice_match=voice_match, fine=fine)
+                              progress=not settings.quiet, voice_match=voice_match, fine=fine,
+                              eq=eq)
             _print_generated(r, f"{path} -> ")
 
 
@@ -849,6 +856,11 @@ def speak_cmd(
                                           "alone (faster; the voice judges measure no "
                                           "difference with the bundled models).")
     ] = None,
+    eq: Annotated[
+        bool, typer.Option("--prompt-eq/--no-prompt-eq",
+                           help="Equalize the speech to undo how the codec colours the voice "
+                                "(the voice against the codec's rendering of it).")
+    ] = True,
 ) -> None:
     """Text to speech in the voice of --voice: the reading LM, then the coarse and fine LMs."""
     from aimusic.audio import load_audio, save_audio
@@ -884,7 +896,7 @@ def speak_cmd(
             r = speak_text(chain, lm, line, audio, voice_name=str(voice), sampling=sampling,
                            seed=None if base is None else base + i, progress=not settings.quiet,
                            voice_match=VOICE_MATCH if voice_match is None else voice_match,
-                           fine=SPEAK_FINE if fine is None else fine)
+                           fine=SPEAK_FINE if fine is None else fine, eq=eq)
             r["out"] = save_audio(target, r["audio"], r["sample_rate"])
             _print_generated(r, "")
 

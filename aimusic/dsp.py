@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +138,85 @@ def normalized_entropy(codes: torch.Tensor | np.ndarray, num_codes: int) -> floa
     p = torch.bincount(c, minlength=num_codes).double()
     p = p[p > 0] / c.numel()
     return float(-(p * p.log()).sum() / math.log(num_codes))
+
+
+# Prompt EQ: the codec colours each voice (its decoder's magnitudes smear the formants
+# towards its training voices'), the same way in a prompt and in what follows it. The
+# recorded prompt and the codec's rendering of it show by how much, frame by frame: each
+# frame rendered next is corrected as the prompt frames it renders most like were.
+EQ_NEAREST = 8  # prompt frames whose corrections a new frame takes (their mean)
+EQ_SMOOTH_HZ = 100.0  # corrections averaged over frequency: wider than a harmonic's spacing
+EQ_LIMIT_DB = 13.0  # most a bin is raised or lowered (e^1.5)
+EQ_ACTIVE_DB = 30.0  # prompt frames within this of its loudest make the corrections
+EQ_MELS = 40  # frames are compared by their mel bands' shape (level removed)
+
+
+def _stft(x: np.ndarray, n_fft: int) -> torch.Tensor:
+    t = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
+    t = torch.nn.functional.pad(t, (0, max(0, n_fft - t.shape[-1])))
+    return torch.stft(t, n_fft, n_fft // 4, window=_window(n_fft), center=True,
+                      return_complex=True)
+
+
+def _log(spec: torch.Tensor) -> torch.Tensor:
+    return spec.abs().clamp_min(1e-5).log()
+
+
+@dataclass
+class PromptEQ:
+    """``prompt_eq``'s corrections: for each active prompt frame, the shape of its rendering
+    (``keys`` [P, EQ_MELS], unit length) and what the recording had more or less of there
+    (``diffs`` [bins, P], log magnitude, smoothed over frequency)."""
+
+    sr: int
+    n_fft: int
+    keys: torch.Tensor
+    diffs: torch.Tensor
+    nearest: int = EQ_NEAREST
+
+    def keys_of(self, log_mag: torch.Tensor) -> torch.Tensor:
+        """Log magnitudes [bins, F] -> each frame's mel shape [F, EQ_MELS], unit length."""
+        m = (_mel_basis(self.sr, self.n_fft, EQ_MELS) @ log_mag.exp()).clamp_min(1e-5).log()
+        return torch.nn.functional.normalize((m - m.mean(0, keepdim=True)).T, dim=1)
+
+    def gains(self, log_mag: torch.Tensor) -> torch.Tensor:
+        """Log-magnitude gains [bins, F] for a rendering's frames [bins, F]: the mean
+        correction of each frame's ``nearest`` prompt frames (cosine of the mel shapes),
+        within ``EQ_LIMIT_DB``."""
+        k = min(self.nearest, self.keys.shape[0])
+        near = (self.keys_of(log_mag) @ self.keys.T).topk(k, dim=1).indices  # [F, k]
+        limit = EQ_LIMIT_DB / 20 * math.log(10)
+        return self.diffs[:, near].mean(-1).clamp(-limit, limit)
+
+
+@torch.no_grad()
+def prompt_eq(recorded: np.ndarray, rendered: np.ndarray, sr: int, n_fft: int,
+              nearest: int = EQ_NEAREST) -> PromptEQ:
+    """The corrections that bring ``rendered`` to ``recorded`` (two renderings of the same
+    samples: a prompt and its codec round trip), frame by frame; ``equalize`` applies them
+    to what the codec renders next. ``nearest`` at least the prompt's frames: one
+    correction for every frame, the mean difference of the long-term spectra."""
+    n = min(recorded.size, rendered.size)
+    a, b = _log(_stft(recorded[:n], n_fft)), _log(_stft(rendered[:n], n_fft))
+    energy = torch.logsumexp(2 * a, 0)  # [frames], log power
+    active = energy >= energy.max() - EQ_ACTIVE_DB / 10 * math.log(10)
+    width = max(1, round(EQ_SMOOTH_HZ / (sr / n_fft))) | 1
+    diff = (a[:, active] - b[:, active]).T[:, None]  # [P, 1, bins]
+    diff = torch.nn.functional.pad(diff, (width // 2, width // 2), mode="replicate")
+    diffs = torch.nn.functional.conv1d(diff, torch.ones(1, 1, width) / width)[:, 0].T
+    eq = PromptEQ(sr, n_fft, torch.zeros(0), diffs, nearest)
+    eq.keys = eq.keys_of(b[:, active])
+    return eq
+
+
+@torch.no_grad()
+def equalize(x: np.ndarray, eq: PromptEQ) -> np.ndarray:
+    """``x`` with each STFT frame's magnitudes scaled by ``eq``'s gains for it, its phases
+    kept (``prompt_eq``'s window and hop); same length."""
+    if x.size == 0:
+        return x
+    spec = _stft(x, eq.n_fft)
+    spec = spec * eq.gains(_log(spec)).exp()
+    y = torch.istft(spec, eq.n_fft, eq.n_fft // 4, window=_window(eq.n_fft), center=True,
+                    length=max(x.size, eq.n_fft))
+    return y[:x.size].numpy().astype(np.float32)

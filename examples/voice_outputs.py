@@ -32,6 +32,12 @@ encoder's latent, unquantized); with an inverse-STFT codec ``--keep magnitude`` 
 the decoder, and ``--keep magnitude-alone`` takes no codec at all: the recording's
 magnitudes with phases found by Griffin-Lim from random ones, what the judges hear in the
 magnitudes alone.
+
+``--prompt-eq`` equalizes every output to undo how the codec colours its prompt's voice
+(``gen.chain.codec_eq``: the prompt against the codec's rendering of it); it is the default
+for continuations and `speak` outputs, as `speak`'s, and off for round trips unless asked
+for. In a round trip the prompt is the voice `speak` would hear (the next utterance's first
+``--prompt-seconds``, through the same round trip), never the sentence itself.
 """
 
 from __future__ import annotations
@@ -47,12 +53,13 @@ import torch
 
 from aimusic.audio import load_audio, save_audio
 from aimusic.codec.modules import SpectralDecoder
+from aimusic.dsp import equalize, prompt_eq
 from aimusic.fileio import write_json
 from aimusic.gen import load_chain
 from aimusic.gen.chain import continue_audio
 from aimusic.lm.model import load_lm
 from aimusic.runtime import configure_threads
-from aimusic.voice.tts import READING_FILE, SPEAK_FINE, VOICE_MATCH, speak_text
+from aimusic.voice.tts import PROMPT_EQ, READING_FILE, SPEAK_FINE, VOICE_MATCH, speak_text
 
 KEEP = ("magnitude", "phase", "magnitude-alone")
 
@@ -88,7 +95,13 @@ def main() -> None:
                     help="Run the fine stage (--no-fine: the coarse levels alone), both tasks.")
     ap.add_argument("--voice-match", type=int, default=VOICE_MATCH, metavar="K",
                     help="Voice matching for both tasks (0: off; default %(default)s, speak's).")
+    ap.add_argument("--prompt-eq", action=argparse.BooleanOptionalAction, default=None,
+                    help="Equalize each output to undo how the codec (or Opus) colours its "
+                         "prompt's voice (default: on for both tasks, as speak's; off for "
+                         "round trips).")
     a = ap.parse_args()
+    if a.prompt_eq is None:
+        a.prompt_eq = PROMPT_EQ and a.roundtrip is None and a.opus is None
     configure_threads()  # AIMUSIC_THREADS, as the CLI does
     if a.no_speak and a.no_continue:
         raise SystemExit("--no-speak and --no-continue leave nothing to make")
@@ -121,12 +134,13 @@ def main() -> None:
                 if a.oracle_semantic:
                     said = render_semantic(chain, audio[:cut],
                                            audio[cut:cut + int(a.seconds * sr)], seed,
-                                           a.voice_match, a.fine)
+                                           a.voice_match, a.fine, a.prompt_eq)
                 else:
                     said = continue_audio(chain, audio[:cut], a.seconds,
                                           prompt_seconds=a.prompt_seconds,
                                           continuation_only=True, seed=seed,
-                                          voice_match=a.voice_match, fine=a.fine)["audio"]
+                                          voice_match=a.voice_match, fine=a.fine,
+                                          eq=a.prompt_eq)["audio"]
                 name = f"continue-{speaker}-{k:03d}.wav"
                 save_audio(a.out / name, said, sr)
                 listing.append({"path": name, "task": "continue", "speaker": speaker,
@@ -140,11 +154,12 @@ def main() -> None:
                             "prompt": voice_e["path"], "text": e["text"]})
             if lm is None:  # --oracle-semantic: the recording's own tokens, in the voice
                 save_audio(a.out / name,
-                           render_semantic(chain, voice, audio, seed, a.voice_match, a.fine), sr)
+                           render_semantic(chain, voice, audio, seed, a.voice_match, a.fine,
+                                           a.prompt_eq), sr)
                 continue
             t0 = time.perf_counter()
             r = speak_text(chain, lm, e["text"], voice, voice_name=voice_e["path"], seed=seed,
-                           voice_match=a.voice_match, fine=a.fine)
+                           voice_match=a.voice_match, fine=a.fine, eq=a.prompt_eq)
             wall = time.perf_counter() - t0
             save_audio(a.out / name, r["audio"], sr)
             speed.append({"words": len(e["text"].split()), "seconds": r["seconds"], "wall": wall})
@@ -163,7 +178,7 @@ def main() -> None:
 
 
 def render_semantic(chain, prompt: np.ndarray, source: np.ndarray, seed: int,
-                    voice_match: int, fine: bool) -> np.ndarray:
+                    voice_match: int, fine: bool, eq: bool) -> np.ndarray:
     """``source``'s own semantic tokens rendered by the coarse and fine LMs after
     ``prompt`` (as `speak` renders the reading LM's): what is said is right by construction."""
     import torch
@@ -174,7 +189,7 @@ def render_semantic(chain, prompt: np.ndarray, source: np.ndarray, seed: int,
     real = torch.from_numpy(chain.semantic.tokens(np.ascontiguousarray(source))).long()
     _, new, _ = sample_tokens(chain, sem, codes, real.numel(), sampling_for(chain.stages),
                               seed=seed, given=real, fine=fine)
-    _, y = decode_new(chain, codes, new, 0, voice_match)
+    _, y = decode_new(chain, codes, new, 0, voice_match, prompt if eq else None)
     return y[:source.size]
 
 
@@ -187,6 +202,7 @@ def roundtrips(a: argparse.Namespace, by_speaker: dict[str, list[dict]]) -> None
 
     if a.opus is not None:
         sr, prefix, via = 16000, "opus", f"Opus at {a.opus:g} kbps"
+        eq_fft = 1280  # --prompt-eq's window: 80 ms, as the speech codec's
 
         def trip(x: np.ndarray) -> np.ndarray:
             with tempfile.TemporaryDirectory() as tmp:
@@ -194,6 +210,7 @@ def roundtrips(a: argparse.Namespace, by_speaker: dict[str, list[dict]]) -> None
     else:
         codec = load_codec(a.roundtrip)
         sr, prefix, via = codec.cfg.sample_rate, "rt", str(a.roundtrip)
+        eq_fft = 4 * codec.cfg.hop  # as gen.chain.codec_eq's
         if a.levels is not None:
             if not 0 <= a.levels <= codec.cfg.levels:
                 raise SystemExit(f"--levels {a.levels}: {a.roundtrip} has levels 1 to "
@@ -233,12 +250,17 @@ def roundtrips(a: argparse.Namespace, by_speaker: dict[str, list[dict]]) -> None
             if not e.get("text") or len(utts) < 2:
                 continue
             y = trip(load_audio(a.corpus / e["path"], sr))
+            voice_e = utts[(k + 1) % len(utts)]
+            if a.prompt_eq:
+                voice = load_audio(a.corpus / voice_e["path"], sr)[:int(a.prompt_seconds * sr)]
+                y = equalize(y, prompt_eq(voice, trip(voice), sr, eq_fft))
             name = f"{prefix}-{speaker}-{k:03d}.wav"
             save_audio(a.out / name, y, sr)
             listing.append({"path": name, "task": "speak", "speaker": speaker,
-                            "prompt": utts[(k + 1) % len(utts)]["path"], "text": e["text"]})
+                            "prompt": voice_e["path"], "text": e["text"]})
     (a.out / "outputs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in listing))
-    print(f"{len(listing)} round trips through {via} in {a.out / 'outputs.jsonl'}")
+    eq = ", equalized to the voice (--prompt-eq)" if a.prompt_eq else ""
+    print(f"{len(listing)} round trips through {via}{eq} in {a.out / 'outputs.jsonl'}")
 
 
 def griffin_lim(head: SpectralDecoder, mag: torch.Tensor, iters: int = 32,

@@ -212,7 +212,8 @@ def _roundtrip(root: Path, by_speaker, codec: Path, name: str, **kw) -> tuple[np
     from aimusic.audio import load_audio
 
     a = argparse.Namespace(**{"corpus": root, "roundtrip": codec, "opus": None, "levels": None,
-                              "keep": None, "items": 2, "seed": 0, "out": root / name, **kw})
+                              "keep": None, "items": 2, "seed": 0, "out": root / name,
+                              "prompt_eq": False, "prompt_seconds": 3.0, **kw})
     load_example("voice_outputs").roundtrips(a, by_speaker)
     rows = [json.loads(ln) for ln in (a.out / "outputs.jsonl").read_text().splitlines()]
     return load_audio(a.out / rows[0]["path"], 24000), rows
@@ -278,6 +279,18 @@ def test_roundtrip_keeping_the_recordings_magnitudes_or_phases(tmp_path) -> None
            for keep in (None, "magnitude", "phase", "magnitude-alone")}
     assert err[None] > 0.9 and err["phase"] > 0.9, err
     assert err["magnitude"] < 0.8 and err["magnitude-alone"] < 0.2, err
+    # --prompt-eq: gains from the voice's other utterance (its own tone, 10% higher) and
+    # that utterance's round trip bring the sentence's long-term spectrum closer (each bin
+    # by at most EQ_LIMIT_DB: the untrained codec's output is far quieter than that)
+    from aimusic.dsp import EQ_LIMIT_DB
+
+    def ltas_error(y: np.ndarray) -> float:
+        m = head.analyze(torch.from_numpy(y)[None, None], frames).abs().clamp_min(1e-5).log()
+        return float((m.mean(-1) - ref.clamp_min(1e-5).log().mean(-1)).abs().mean())
+
+    plain = ltas_error(_roundtrip(tmp_path, by_speaker, codec_file, "plain")[0])
+    eq = ltas_error(_roundtrip(tmp_path, by_speaker, codec_file, "eq", prompt_eq=True)[0])
+    assert eq < plain - 0.5 * EQ_LIMIT_DB / 20 * np.log(10), (eq, plain)
 
 
 def test_codec_speaker_probe(tmp_path) -> None:

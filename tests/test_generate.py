@@ -131,6 +131,12 @@ def test_continue_end_to_end_exact_length_and_same_seed_same_audio(models: Path,
     y = sf.read(str(matched), dtype="float32")[0]
     assert y.size == outs[0].size and not np.array_equal(y, outs[0])
     assert np.abs(y[:keep] - original[:keep]).max() < 1e-4  # the prompt itself is untouched
+    eq = tmp_path / "eq.wav"  # equalized to undo the codec's colouring of the prompt
+    cli("--seed", "3", "continue", str(prompt), "-s", "2.01", "-o", str(eq), "--models",
+        str(models), "--prompt-eq")
+    y = sf.read(str(eq), dtype="float32")[0]
+    assert y.size == outs[0].size and not np.array_equal(y, outs[0])
+    assert np.abs(y[:keep] - original[:keep]).max() < 1e-4  # the prompt itself is untouched
     coarse_only = tmp_path / "coarse.wav"
     cli("--seed", "3", "continue", str(prompt), "-s", "2.01", "-o", str(coarse_only), "--models",
         str(models), "--no-fine")
@@ -164,6 +170,49 @@ def test_match_voice_re_expresses_new_frames_in_the_prompts() -> None:
     matched = G.match_voice(codec, fours, new, 4)
     frames = {tuple(c) for c in fours.T.tolist()}
     assert all(tuple(c) in frames for c in matched.T.tolist())
+
+
+def test_prompt_eq_undoes_a_colouring_sound_by_sound() -> None:
+    from scipy.signal import butter, lfilter
+
+    from aimusic.dsp import EQ_LIMIT_DB, equalize, mel_distance, prompt_eq
+
+    rng = np.random.default_rng(0)
+    n_fft = 1280
+
+    def dull(x: np.ndarray) -> np.ndarray:  # a darker rendering
+        return lfilter(*butter(2, 1500 / (SR / 2)), x).astype(np.float32)
+
+    def thin(x: np.ndarray) -> np.ndarray:  # a rendering without the bass
+        return lfilter(*butter(2, 1500 / (SR / 2), "high"), x).astype(np.float32)
+
+    x = melody(2.0, seed=5) + 0.01 * rng.standard_normal(2 * SR).astype(np.float32)
+    same = prompt_eq(x, x, SR, n_fft)
+    assert same.diffs.abs().max() < 1e-5  # nothing to undo
+    assert np.abs(equalize(x, same) - x).max() < 1e-5  # and nothing undone
+    eq = prompt_eq(x, dull(x), SR, n_fft)
+    hz = np.arange(n_fft // 2 + 1) * SR / n_fft
+    lift = eq.diffs.mean(1).numpy()
+    assert abs(lift[hz < 300]).max() < 0.1  # the pass band is left alone
+    assert lift[(hz > 4000) & (hz < 6000)].min() > 1.0  # the cut treble is raised
+    fixed = equalize(dull(x), eq)
+    assert fixed.size == x.size and mel_distance(x, fixed, SR) < 0.6 * mel_distance(x, dull(x), SR)
+    big = prompt_eq(x, 0.01 * x, SR, n_fft)  # 40 dB quieter: raised by the limit, no more
+    assert np.abs(equalize(0.01 * x, big)).max() < 0.01 * np.abs(x).max() * 10 ** (EQ_LIMIT_DB / 20) * 1.1
+
+    # a codec that colours two sounds two ways: frame by frame, each is undone its own way;
+    # one correction for all frames (nearest = every frame) can only split the difference
+    def voice(seed: int) -> tuple[np.ndarray, np.ndarray]:
+        tones = melody(1.0, seed=seed)
+        hiss = 0.1 * np.random.default_rng(seed).standard_normal(SR).astype(np.float32)
+        return np.concatenate([tones, hiss]), np.concatenate([dull(tones), thin(hiss)])
+
+    rec, ren = voice(1)
+    later, later_ren = voice(2)
+    by_sound = equalize(later_ren, prompt_eq(rec, ren, SR, n_fft))
+    overall = equalize(later_ren, prompt_eq(rec, ren, SR, n_fft, nearest=10 ** 6))
+    assert mel_distance(later, by_sound, SR) < 0.8 * mel_distance(later, overall, SR)
+    assert mel_distance(later, by_sound, SR) < 0.8 * mel_distance(later, later_ren, SR)
 
 
 def test_long_requests_through_sliding_windows_have_exact_lengths(models: Path, prompt: Path,

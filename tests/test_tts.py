@@ -199,6 +199,10 @@ def test_train_tts_and_speak_through_the_cli(speech_setup, tmp_path: Path) -> No
     cli("--seed", "3", "speak", "Hello there.", "--voice", str(voice), "-o", str(plain),
         "--models", str(models), "--voice-match", "0")
     assert plain.read_bytes() != wav.read_bytes() and audio_info(plain).duration == info.duration
+    flat = tmp_path / "flat.wav"  # not equalized to the voice: another rendering, same frames
+    cli("--seed", "3", "speak", "Hello there.", "--voice", str(voice), "-o", str(flat),
+        "--models", str(models), "--no-prompt-eq")
+    assert flat.read_bytes() != wav.read_bytes() and audio_info(flat).duration == info.duration
     other = tmp_path / "other.wav"  # with or without the fine stage: the same length
     cli("--seed", "3", "speak", "Hello there.", "--voice", str(voice), "-o", str(other),
         "--models", str(models), "--fine" if not T.SPEAK_FINE else "--no-fine")

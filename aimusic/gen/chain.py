@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from aimusic.dsp import PromptEQ, equalize, prompt_eq
 from aimusic.errors import AimusicError, ArtifactError
 from aimusic.gen import stages as S
 from aimusic.gen.decode import Decoder
@@ -443,9 +444,10 @@ def match_voice(codec: Any, prompt_codes: torch.Tensor, new_codes: torch.Tensor,
 
 
 def decode_after(chain: Chain, prompt_codes: torch.Tensor, new_codes: torch.Tensor,
-                 lead_samples: int) -> tuple[np.ndarray, np.ndarray]:
+                 lead_samples: int, eq: PromptEQ | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Decode the new frames after the prompt's last frames: the rendering of the prompt's
-    last ``lead_samples`` samples, and of the new frames."""
+    last ``lead_samples`` samples, and of the new frames; ``eq`` (``codec_eq``) equalizes
+    them as one signal."""
     from aimusic.codec.stream import context_frames
 
     hop = chain.codec.cfg.hop
@@ -453,17 +455,35 @@ def decode_after(chain: Chain, prompt_codes: torch.Tensor, new_codes: torch.Tens
     ctx = min(prompt_codes.shape[1] - lead, context_frames(chain.codec))
     first = prompt_codes.shape[1] - lead - ctx
     y = decode_codes(chain, torch.cat([prompt_codes[:, first:], new_codes], 1))
+    if eq is not None:
+        y = equalize(y, eq)
     join = (ctx + lead) * hop
     return y[join - min(lead_samples, lead * hop):join], y[join:]
 
 
+def codec_eq(chain: Chain, prompt: np.ndarray, prompt_codes: torch.Tensor) -> PromptEQ | None:
+    """``dsp.prompt_eq``'s corrections from the recorded ``prompt`` (its last samples are
+    what ``prompt_codes`` encode) and the codec's rendering of those codes: how the codec
+    colours this voice, sound by sound, to undo in what it renders next. None without
+    prompt frames."""
+    if prompt_codes.shape[1] == 0:
+        return None
+    rendered = decode_codes(chain, prompt_codes)
+    n = min(rendered.size, prompt.size)
+    return prompt_eq(prompt[prompt.size - n:], rendered[:n], chain.sample_rate,
+                     4 * chain.codec.cfg.hop)
+
+
 def decode_new(chain: Chain, prompt_codes: torch.Tensor, new_codes: torch.Tensor,
-               lead_samples: int = 0, voice_match: int = 0) -> tuple[np.ndarray, np.ndarray]:
+               lead_samples: int = 0, voice_match: int = 0,
+               prompt: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``decode_after`` for the levels the stages made (all, or the coarse ones without the
-    fine stage), the new frames first matched to the prompt's voice (``match_voice``)."""
+    fine stage), the new frames first matched to the prompt's voice (``match_voice``); with
+    the recorded ``prompt``, equalized to undo how the codec colours it (``codec_eq``)."""
     prompt_codes = prompt_codes[:new_codes.shape[0]]
     new_codes = match_voice(chain.codec, prompt_codes, new_codes, voice_match)
-    return decode_after(chain, prompt_codes, new_codes, lead_samples)
+    eq = None if prompt is None else codec_eq(chain, prompt, prompt_codes)
+    return decode_after(chain, prompt_codes, new_codes, lead_samples, eq)
 
 
 def crossfade(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -478,9 +498,10 @@ def continue_audio(chain: Chain, audio: np.ndarray, seconds: float, *,
                    sampling: dict[str, Sampling] | None = None, seed: int | None = None,
                    use_cache: bool = True, progress: bool = False, threads: bool | None = None,
                    name: str = "<prompt>", voice_match: int = 0,
-                   fine: bool = True) -> dict[str, Any]:
+                   fine: bool = True, eq: bool = False) -> dict[str, Any]:
     """Continue ``audio`` (mono float32 at the codec's rate) by ``seconds``; ``voice_match``
-    > 0 re-expresses the new frames in the prompt's (``match_voice``: for speech);
+    > 0 re-expresses the new frames in the prompt's (``match_voice``: for speech); ``eq``
+    equalizes them to undo how the codec colours the prompt (``codec_eq``: for speech);
     ``fine=False`` decodes the coarse levels alone (``sample_tokens``).
 
     Returns ``audio`` (the original with the continuation joined, or the continuation
@@ -505,7 +526,7 @@ def continue_audio(chain: Chain, audio: np.ndarray, seconds: float, *,
                                         fine=fine)
     t1 = time.perf_counter()
     xfade = 0 if continuation_only else min(audio.size, int(XFADE_SECONDS * sr))
-    before, after = decode_new(chain, codes, new_codes, xfade, voice_match)
+    before, after = decode_new(chain, codes, new_codes, xfade, voice_match, audio if eq else None)
     after = after[:n_samples]
     if continuation_only:
         out = after

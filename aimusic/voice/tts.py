@@ -57,6 +57,8 @@ VOICE_MATCH = 4  # `speak` re-expresses its frames in the voice's 4 nearest (mat
 # `speak` decodes the coarse levels alone (--fine runs the fine stage): with the bundled
 # voice models the judges measure no difference, and it takes half the time (BENCHMARKS.md)
 SPEAK_FINE = False
+# `speak` equalizes what it says to undo how the codec colours the voice (gen.chain.codec_eq)
+PROMPT_EQ = True
 # `speak`'s default voice: flite's rms (a test voice of the speech corpus, never trained on)
 EXAMPLE_VOICE = Path(__file__).resolve().parents[1] / "bundled" / "examples" / "voice-rms.flac"
 
@@ -396,10 +398,11 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
                voice_name: str = "<voice>", sampling: dict[str, Any] | None = None,
                reading_temperature: float = 1.0, seed: int | None = None,
                progress: bool = False, voice_match: int = VOICE_MATCH,
-               fine: bool = SPEAK_FINE) -> dict[str, Any]:
+               fine: bool = SPEAK_FINE, eq: bool = PROMPT_EQ) -> dict[str, Any]:
     """Say ``text`` in the voice of ``voice`` (mono float32 at the codec's rate; None: the
     acoustic LMs choose a voice); ``voice_match`` > 0 re-expresses the new frames in the
-    voice's own (``gen.chain.match_voice``); ``fine=False`` skips the fine stage and decodes
+    voice's own (``gen.chain.match_voice``); ``eq`` equalizes the speech to undo how the
+    codec colours the voice (``gen.chain.codec_eq``); ``fine=False`` skips the fine stage and decodes
     the coarse levels alone. Returns what ``continue_audio`` returns, with
     the ``phonemes`` and the number of semantic tokens read."""
     from aimusic.gen.chain import (
@@ -440,7 +443,9 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
                                         sampling or sampling_for(chain.stages), seed,
                                         progress=StageProgress(progress), given=read, fine=fine)
     t2 = time.perf_counter()
-    _, audio = decode_new(chain, codes, new_codes, 0, voice_match)  # no voice: no prompt frames
+    # no voice: no prompt frames, nothing to match or equalize to
+    _, audio = decode_new(chain, codes, new_codes, 0, voice_match,
+                          voice if eq and voice is not None else None)
     seconds = read.numel() * hop / sr
     audio = audio[:int(round(seconds * sr))]
     t_dec = time.perf_counter() - t2
