@@ -77,6 +77,7 @@ lint: install
 bench: install system-deps
 	$(BIN)/pip install -q --no-deps encodec einops
 	$(BIN)/python benchmarks/bench_codec.py --json benchmarks/codec.json
+	$(BIN)/python benchmarks/bench_speak.py --json benchmarks/speak.json
 
 corpus-small: install system-deps
 	$(BIN)/python examples/make_corpus.py --out $(CORPUS) --size small

@@ -144,7 +144,7 @@ def normalized_entropy(codes: torch.Tensor | np.ndarray, num_codes: int) -> floa
 # towards its training voices'), the same way in a prompt and in what follows it. The
 # recorded prompt and the codec's rendering of it show by how much, frame by frame: each
 # frame rendered next is corrected as the prompt frames it renders most like were.
-EQ_NEAREST = 8  # prompt frames whose corrections a new frame takes (their mean)
+EQ_NEAREST = 4  # prompt frames whose corrections a new frame takes (their mean)
 EQ_SMOOTH_HZ = 100.0  # corrections averaged over frequency: wider than a harmonic's spacing
 EQ_LIMIT_DB = 13.0  # most a bin is raised or lowered (e^1.5)
 EQ_ACTIVE_DB = 30.0  # prompt frames within this of its loudest make the corrections

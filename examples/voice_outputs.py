@@ -3,8 +3,9 @@
 
     python examples/voice_outputs.py --corpus data/speech --models voice/models --out voice/outputs
 
-For each test speaker (the corpus's "test" split: voices never trained on), ``--items`` of
-its utterances of at least 3.5 s:
+For each test speaker (the corpus's "test" split: voices never trained on; or the voices
+``--voices`` names, from their held-out "val" utterances), ``--items`` of its utterances
+of at least 3.5 s:
 
 * continuation: the first ``--prompt-seconds`` (3) continued by ``--seconds`` (4), with
   ``--voice-match`` as `speak`'s (``continue --voice-match``); the
@@ -81,6 +82,10 @@ def main() -> None:
                     help="Round trips through Opus at this bitrate instead (at least 6).")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--items", type=int, default=12, help="Outputs per test voice and task.")
+    ap.add_argument("--voices", metavar="NAME,...",
+                    help="Judge these voices' held-out utterances (the corpus's val split) "
+                         "instead of the test voices: training voices, to choose a setting "
+                         "without looking at the test voices.")
     ap.add_argument("--prompt-seconds", type=float, default=3.0)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--seed", type=int, default=0)
@@ -109,12 +114,8 @@ def main() -> None:
         raise SystemExit("--levels and --keep diagnose a codec: give --roundtrip CODEC")
 
     entries = [json.loads(ln) for ln in (a.corpus / "manifest.jsonl").read_text().splitlines()]
-    by_speaker: dict[str, list[dict]] = defaultdict(list)
-    for e in entries:
-        if e.get("split") == "test" and e.get("duration", 0) >= a.prompt_seconds + 0.5:
-            by_speaker[e["speaker"]].append(e)
-    if not by_speaker:
-        raise SystemExit(f"{a.corpus}: no test utterances of {a.prompt_seconds + 0.5:g} s or more")
+    by_speaker = judged_utterances(entries, a.prompt_seconds + 0.5,
+                                   a.voices.split(",") if a.voices else None, a.corpus)
     a.out.mkdir(parents=True, exist_ok=True)
     if a.roundtrip is not None or a.opus is not None:
         return roundtrips(a, by_speaker)
@@ -175,6 +176,25 @@ def main() -> None:
                                         if ten else None),
     })
     print(f"{len(listing)} outputs in {a.out / 'outputs.jsonl'}")
+
+
+def judged_utterances(entries: list[dict], min_seconds: float, voices: list[str] | None,
+                      corpus: Path) -> dict[str, list[dict]]:
+    """The manifest's utterances of at least ``min_seconds`` to judge, by speaker: the test
+    split's, or the named ``voices``' held-out (val split) ones."""
+    by_speaker: dict[str, list[dict]] = defaultdict(list)
+    for e in entries:
+        if e.get("duration", 0) < min_seconds:
+            continue
+        if (e.get("split") == "val" and e["speaker"] in voices) if voices else e.get("split") == "test":
+            by_speaker[e["speaker"]].append(e)
+    missing = sorted(set(voices or ()) - set(by_speaker))
+    if missing:
+        raise SystemExit(f"{corpus}: no val utterances of {min_seconds:g} s or more for "
+                         f"{', '.join(missing)}")
+    if not by_speaker:
+        raise SystemExit(f"{corpus}: no test utterances of {min_seconds:g} s or more")
+    return dict(by_speaker)
 
 
 def render_semantic(chain, prompt: np.ndarray, source: np.ndarray, seed: int,

@@ -196,6 +196,23 @@ def _spoken_tones(root: Path) -> dict[str, list[dict]]:
     return by_speaker
 
 
+def test_voice_outputs_judges_the_test_voices_or_named_voices_held_out_utterances() -> None:
+    vo = load_example("voice_outputs")
+    rows = [{"speaker": "rms", "split": "test", "duration": 4.0},
+            {"speaker": "rms", "split": "test", "duration": 2.0},  # too short to prompt
+            {"speaker": "slt", "split": "train", "duration": 5.0},
+            {"speaker": "slt", "split": "val", "duration": 5.0},
+            {"speaker": "awb", "split": "val", "duration": 5.0}]
+    got = vo.judged_utterances(rows, 3.5, None, Path("c"))
+    assert got == {"rms": [rows[0]]}
+    got = vo.judged_utterances(rows, 3.5, ["slt"], Path("c"))
+    assert got == {"slt": [rows[3]]}  # held out, never the utterances trained on
+    with pytest.raises(SystemExit, match="c: no val utterances .* for kal"):
+        vo.judged_utterances(rows, 3.5, ["slt", "kal"], Path("c"))
+    with pytest.raises(SystemExit, match="no test utterances"):
+        vo.judged_utterances(rows[1:], 3.5, None, Path("c"))
+
+
 def _tiny_istft_codec():
     """An untrained tiny codec with the inverse-STFT head (the speech preset's kind)."""
     import dataclasses
