@@ -764,7 +764,8 @@ def continue_cmd(
         bool, typer.Option("--prompt-eq/--no-prompt-eq",
                            help="Speech: equalize the new audio to undo how the codec colours "
                                 "the prompt's voice (the prompt against the codec's rendering "
-                                "of it); off by default, right for music.")
+                                "of it). Off by default: on music it paints the prompt's "
+                                "partials onto the continuation.")
     ] = False,
 ) -> None:
     """Continue music (or speech, with speech models): the semantic, coarse and fine LMs
@@ -961,6 +962,10 @@ def eval_continuation_cmd(
                                                    "shift, time stretch): checks the measures.")] = False,
     seed: Annotated[int, typer.Option(help="Sampling seed of clip i is seed + i.")] = 0,
     models: ModelsOpt = None,
+    eq: Annotated[
+        bool, typer.Option("--prompt-eq/--no-prompt-eq",
+                           help="Continue as `continue --prompt-eq` does (off by default).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the coherence table as JSON.")] = False,
 ) -> None:
     """How well continuations keep the prompt's harmony, rhythm and sound, against the truth
@@ -987,7 +992,7 @@ def eval_continuation_cmd(
                 chains[name] = _load_chain(models, name, None, None)
             sr = next(iter(chains.values())).sample_rate
         metrics = evaluate_continuation(files, out, chains, sr, prompt_seconds, seconds, offset, clips,
-                                        seed, with_constructed, progress=not settings.quiet)
+                                        seed, with_constructed, progress=not settings.quiet, eq=eq)
     if as_json:
         typer.echo(json.dumps({"coherence": metrics["coherence"], "report": str(out / "report.html")},
                               indent=2))

@@ -145,6 +145,12 @@ def test_cli_with_tiny_models_and_errors(tmp_path: Path) -> None:
          "-o", str(tmp_path / "again"), "--prompt-seconds", "1", "--seconds", "1.5", "--layout", "flat")
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert again["coherence"]["flat"] == m["coherence"]["flat"]
+    # continued as `continue --prompt-eq` does: the same tokens, equalized
+    _cli("--quiet", "eval", "continuation", str(clips), "--models", str(models), "--prompt-eq",
+         "-o", str(tmp_path / "eq"), "--prompt-seconds", "1", "--seconds", "1.5", "--layout", "flat")
+    eq = json.loads((tmp_path / "eq" / "metrics.json").read_text())
+    assert eq["settings"]["prompt_eq"] and not m["settings"]["prompt_eq"]
+    assert eq["coherence"]["flat"] != m["coherence"]["flat"]
     # no models, no --no-generate: a clear error naming the way out
     r = CliRunner().invoke(app, ["eval", "continuation", str(clips), "--models", str(tmp_path / "none"),
                                  "-o", str(tmp_path / "x")])
