@@ -149,6 +149,7 @@ EQ_SMOOTH_HZ = 100.0  # corrections averaged over frequency: wider than a harmon
 EQ_LIMIT_DB = 13.0  # most a bin is raised or lowered (e^1.5)
 EQ_ACTIVE_DB = 30.0  # prompt frames within this of its loudest make the corrections
 EQ_MELS = 40  # frames are compared by their mel bands' shape (level removed)
+EQ_SECONDS = 15.0  # most of a prompt (its last seconds) the corrections are measured on
 
 
 def _stft(x: np.ndarray, n_fft: int) -> torch.Tensor:

@@ -38,7 +38,8 @@ magnitudes alone.
 (``gen.chain.codec_eq``: the prompt against the codec's rendering of it); it is the default
 for continuations and `speak` outputs, as `speak`'s, and off for round trips unless asked
 for. In a round trip the prompt is the voice `speak` would hear (the next utterance's first
-``--prompt-seconds``, through the same round trip), never the sentence itself.
+``--prompt-seconds``, through the same round trip; ``--eq-utterances N``: the next N
+utterances, whole), never the sentence itself.
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ def main() -> None:
                     help="Equalize each output to undo how the codec (or Opus) colours its "
                          "prompt's voice (default: on for both tasks, as speak's; off for "
                          "round trips).")
+    ap.add_argument("--eq-utterances", type=int, default=0, metavar="N",
+                    help="Round trips with --prompt-eq: measure the corrections on the next N "
+                         "utterances of the voice, whole, instead of the next one's first "
+                         "--prompt-seconds (a longer voice recording; never the sentence).")
     a = ap.parse_args()
     if a.prompt_eq is None:
         a.prompt_eq = PROMPT_EQ and a.roundtrip is None and a.opus is None
@@ -272,7 +277,11 @@ def roundtrips(a: argparse.Namespace, by_speaker: dict[str, list[dict]]) -> None
             y = trip(load_audio(a.corpus / e["path"], sr))
             voice_e = utts[(k + 1) % len(utts)]
             if a.prompt_eq:
-                voice = load_audio(a.corpus / voice_e["path"], sr)[:int(a.prompt_seconds * sr)]
+                if a.eq_utterances:  # a longer voice: the next N utterances, whole
+                    voice = np.concatenate([load_audio(a.corpus / utts[(k + 1 + i) % len(utts)]["path"], sr)
+                                            for i in range(min(a.eq_utterances, len(utts) - 1))])
+                else:
+                    voice = load_audio(a.corpus / voice_e["path"], sr)[:int(a.prompt_seconds * sr)]
                 y = equalize(y, prompt_eq(voice, trip(voice), sr, eq_fft))
             name = f"{prefix}-{speaker}-{k:03d}.wav"
             save_audio(a.out / name, y, sr)

@@ -215,6 +215,24 @@ def test_prompt_eq_undoes_a_colouring_sound_by_sound() -> None:
     assert mel_distance(later, by_sound, SR) < 0.8 * mel_distance(later, later_ren, SR)
 
 
+def test_codec_eq_measures_all_of_the_prompt_up_to_a_limit(models: Path, monkeypatch) -> None:
+    from aimusic.dsp import prompt_eq
+
+    chain = G.load_chain(models, "flat")
+    audio = melody(4.0, seed=3)
+    _, codes = G.encode_prompt(chain, audio, 10)  # the LMs hear the last 10 tokens (0.4 s)
+    heard = audio[audio.size - codes.shape[1] * chain.codec.cfg.hop:]
+    short = G.codec_eq(chain, heard, codes)
+    want = prompt_eq(heard, G.decode_codes(chain, codes), SR, 4 * chain.codec.cfg.hop)
+    assert torch.equal(short.diffs, want.diffs)  # just what the codes hold: their rendering
+    long = G.codec_eq(chain, audio, codes)  # all 4 s of the voice
+    assert long.keys.shape[0] > 5 * short.keys.shape[0]
+    monkeypatch.setattr(G, "EQ_SECONDS", 1.0)  # only the prompt's last second
+    capped = G.codec_eq(chain, audio, codes)
+    assert short.keys.shape[0] < capped.keys.shape[0] <= 1.0 * SR / chain.codec.cfg.hop + 5
+    assert G.codec_eq(chain, audio, codes[:, :0]) is None  # no prompt frames
+
+
 def test_long_requests_through_sliding_windows_have_exact_lengths(models: Path, prompt: Path,
                                                                   tmp_path: Path) -> None:
     # 3.3 s = 83 semantic tokens: past the semantic LM's 63, 14 coarse windows, 36 fine ones

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from aimusic.dsp import PromptEQ, equalize, prompt_eq
+from aimusic.dsp import EQ_SECONDS, PromptEQ, equalize, prompt_eq
 from aimusic.errors import AimusicError, ArtifactError
 from aimusic.gen import stages as S
 from aimusic.gen.decode import Decoder
@@ -462,16 +462,25 @@ def decode_after(chain: Chain, prompt_codes: torch.Tensor, new_codes: torch.Tens
 
 
 def codec_eq(chain: Chain, prompt: np.ndarray, prompt_codes: torch.Tensor) -> PromptEQ | None:
-    """``dsp.prompt_eq``'s corrections from the recorded ``prompt`` (its last samples are
-    what ``prompt_codes`` encode) and the codec's rendering of those codes: how the codec
-    colours this voice, sound by sound, to undo in what it renders next. None without
+    """``dsp.prompt_eq``'s corrections from the recorded ``prompt`` and the codec's rendering
+    of it at ``prompt_codes``' levels: how the codec colours this voice, sound by sound, to
+    undo in what it renders next. All of the prompt counts (its last ``EQ_SECONDS``), not
+    only the part the LMs hear (``prompt_codes``, its last samples): the more of a voice's
+    sounds it holds, the fewer are corrected as a neighbour (BENCHMARKS.md). None without
     prompt frames."""
+    from aimusic.codec.stream import encode_stream
+
     if prompt_codes.shape[1] == 0:
         return None
-    rendered = decode_codes(chain, prompt_codes)
-    n = min(rendered.size, prompt.size)
-    return prompt_eq(prompt[prompt.size - n:], rendered[:n], chain.sample_rate,
-                     4 * chain.codec.cfg.hop)
+    x = prompt[max(0, prompt.size - int(EQ_SECONDS * chain.sample_rate)):]
+    if x.size > prompt_codes.shape[1] * chain.codec.cfg.hop:  # more than the LMs hear
+        codes, _ = encode_stream(chain.codec, iter([np.ascontiguousarray(x, dtype=np.float32)]),
+                                 prompt_codes.shape[0], device=chain.device)
+        rendered = decode_codes(chain, codes.long())[:x.size]  # from x's first sample
+    else:  # the codes are of the prompt's last samples
+        rendered = decode_codes(chain, prompt_codes)
+        x = x[x.size - min(x.size, rendered.size):]
+    return prompt_eq(x, rendered, chain.sample_rate, 4 * chain.codec.cfg.hop)
 
 
 def decode_new(chain: Chain, prompt_codes: torch.Tensor, new_codes: torch.Tensor,
