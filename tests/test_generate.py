@@ -227,6 +227,9 @@ def test_codec_eq_measures_all_of_the_prompt_up_to_a_limit(models: Path, monkeyp
     assert torch.equal(short.diffs, want.diffs)  # just what the codes hold: their rendering
     long = G.codec_eq(chain, audio, codes)  # all 4 s of the voice
     assert long.keys.shape[0] > 5 * short.keys.shape[0]
+    assert G.codec_eq(chain, audio, codes) is long  # the same voice again: kept, not redone
+    assert G.codec_eq(chain, audio.copy(), codes) is long  # equal samples are the same voice
+    assert G.codec_eq(chain, audio, codes[:3]) is not long  # other levels: measured again
     monkeypatch.setattr(G, "EQ_SECONDS", 1.0)  # only the prompt's last second
     capped = G.codec_eq(chain, audio, codes)
     assert short.keys.shape[0] < capped.keys.shape[0] <= 1.0 * SR / chain.codec.cfg.hop + 5

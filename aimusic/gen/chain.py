@@ -114,6 +114,8 @@ class Chain:
     layout: str
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     decoders: dict[str, Decoder] = field(init=False)
+    # the last voice's codec_eq: `speak --text-file` says every line in one voice
+    eq_cache: dict[tuple, PromptEQ] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.decoders = {s: Decoder(lm) for s, lm in self.lms.items()}
@@ -473,6 +475,10 @@ def codec_eq(chain: Chain, prompt: np.ndarray, prompt_codes: torch.Tensor) -> Pr
     if prompt_codes.shape[1] == 0:
         return None
     x = prompt[max(0, prompt.size - int(EQ_SECONDS * chain.sample_rate)):]
+    key = (hashlib.sha1(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest(),
+           hashlib.sha1(prompt_codes.cpu().numpy().tobytes()).hexdigest(), tuple(prompt_codes.shape))
+    if key in chain.eq_cache:
+        return chain.eq_cache[key]
     if x.size > prompt_codes.shape[1] * chain.codec.cfg.hop:  # more than the LMs hear
         codes, _ = encode_stream(chain.codec, iter([np.ascontiguousarray(x, dtype=np.float32)]),
                                  prompt_codes.shape[0], device=chain.device)
@@ -480,7 +486,10 @@ def codec_eq(chain: Chain, prompt: np.ndarray, prompt_codes: torch.Tensor) -> Pr
     else:  # the codes are of the prompt's last samples
         rendered = decode_codes(chain, prompt_codes)
         x = x[x.size - min(x.size, rendered.size):]
-    return prompt_eq(x, rendered, chain.sample_rate, 4 * chain.codec.cfg.hop)
+    eq = prompt_eq(x, rendered, chain.sample_rate, 4 * chain.codec.cfg.hop)
+    chain.eq_cache.clear()  # the last voice only
+    chain.eq_cache[key] = eq
+    return eq
 
 
 def decode_new(chain: Chain, prompt_codes: torch.Tensor, new_codes: torch.Tensor,
