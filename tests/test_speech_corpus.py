@@ -234,3 +234,29 @@ def test_augment_reads_training_utterances_back_as_new_voices(tmp_path: Path) ->
     assert (out / new["flite-awb@0.8"]["path"]).stat().st_mtime_ns == before
     with pytest.raises(SystemExit, match="not 1"):
         aug.augment(src, tmp_path / "x", (1.0,))
+
+
+def test_packed_for_a_device_call_takes_speakers_in_turn_and_never_the_test_voices(tmp_path: Path) -> None:
+    """benchmarks/gpu_pack_audio.py: a speaker-balanced subset of train/ and val/ as FLAC,
+    paths kept, samples exact, test/ never read."""
+    import tarfile
+
+    import soundfile as sf
+
+    from aimusic.audio import save_audio
+
+    src, sr = tmp_path / "wav", 16000
+    rng = np.random.default_rng(0)
+    for rel in ["train/a/1", "train/a/2", "train/a/3", "train/b/1", "train/b/2", "val/a/9",
+                "test/c/1"]:
+        save_audio(src / f"{rel}.wav", 0.1 * rng.standard_normal(sr).astype(np.float32), sr)
+    mod = load_example("gpu_pack_audio", "benchmarks")
+    got = mod.pack(src, tmp_path / "s.tar", minutes=2.5 / 60, val_minutes=1 / 60)
+    assert got == {"train": 3.0, "val": 1.0, "files": 4.0}
+    with tarfile.open(tmp_path / "s.tar") as t:
+        names = sorted(t.getnames())
+        t.extractall(tmp_path / "x", filter="fully_trusted")
+    assert [n.rsplit("/", 1)[0] for n in names] == ["train/a", "train/a", "train/b", "val/a"]
+    for n in names:
+        want = sf.read(str(src / n.replace(".flac", ".wav")), dtype="int16")[0]
+        assert np.array_equal(sf.read(str(tmp_path / "x" / n), dtype="int16")[0], want)

@@ -1,0 +1,41 @@
+#!/bin/bash
+# Device run (benchmarks/gpu-speech-decoder.sh; BENCHMARKS.md, "Where the codec loses the
+# voice" and "Prompt EQ"): the bundled speech codec's decoder trained on alone, adversarially
+# from the first step, on a GPU (`train-codec --init --decoder-only`: the encoder and codebooks
+# stay, so every token and bundled LM stays valid). The CPU runs (one hour of reconstruction
+# losses, two adversarial) did not give back the magnitudes the decoder loses; this asks what
+# GPU minutes do.
+# Carried as .gpu/: speech.tar (python benchmarks/gpu_pack_audio.py data/speech/wav
+# .gpu/speech.tar --minutes 30: about 35 MiB of FLAC, the test voices never in it) and
+# codec.safetensors (cp aimusic/bundled/voice/codec.safetensors .gpu/). The run needs no
+# bundled model, and the tracked bundles alone pass a call's 64 MiB: for the call, untrack
+# them (`git rm -r -q --cached aimusic/bundled/music aimusic/bundled/voice`, both paths in
+# .git/info/exclude), then `git reset -q -- aimusic/bundled` and drop the exclude lines.
+# The codec file and the training log come back in $OUT; judge them here with
+# `python examples/voice_outputs.py --roundtrip OUT/codec.safetensors [--prompt-eq] --items 10`,
+# `aimusic eval voice` and `python benchmarks/codec_speaker_probe.py OUT/codec.safetensors`.
+# LOCAL=1 rehearses the same steps on this CPU with a short budget.
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+T=${TMPD:-/tmp/w}; rm -rf "$T"; mkdir -p "$T"
+MIN=${MIN:-7.0}; B=${B:-32}; VE=${VE:-1000}
+if [ -z "$LOCAL" ]; then
+  export PYTHONPATH=$PWD; PYB=python3; DEV=cuda
+  nvidia-smi --query-gpu=name,memory.total --format=csv
+else
+  PYB=$PWD/.venv/bin/python; DEV=cpu
+fi
+$PYB -c "import torch; print(torch.__version__, torch.cuda.is_available())" || exit 1
+[ -f .gpu/speech.tar ] && [ -f .gpu/codec.safetensors ] || { echo "carry .gpu/ (see the header)"; exit 1; }
+tar xf .gpu/speech.tar -C "$T" || exit 1
+# adversarial from the first step (the decoder starts trained), the discriminator of `base`
+printf "train: {adv_start: 0, disc_channels: 16, val_every: $VE, val_clips: 16}\n" > "$T/gan.yaml"
+$PYB -m aimusic --device $DEV -q train-codec "$T/train" --val-dir "$T/val" \
+  --init .gpu/codec.safetensors --decoder-only --preset speech --config "$T/gan.yaml" \
+  --batch-size "$B" --minutes "$MIN" -o "$T/codec.safetensors" > "$T/train.out" 2>&1
+rc=$?
+tail -n 20 "$T/train.out"
+cp "$T"/codec.safetensors "$OUT/" 2>/dev/null
+cp "$T"/*.log.jsonl "$T/train.out" "$OUT/" 2>/dev/null
+ls -la "$OUT"
+exit $rc
