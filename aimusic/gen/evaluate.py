@@ -11,7 +11,10 @@ are the prompt, the next ``seconds`` the truth. Rows of the report:
 - one row per layout continued (``flat``, ``acoustic``, ``delay``): generated;
 - with ``constructed``: continuations built to be wrong, to check the measures: a loop of
   the prompt, loudness-matched white noise, silence, the truth pitch-shifted +3 semitones,
-  the truth time-stretched 1.3x (faster). ``BREAKS`` says what each must lose.
+  the truth time-stretched 1.3x (faster), and a drone: noise with the prompt's long-term
+  spectrum (each bin's mean magnitude), at the truth's loudness, which is what a
+  continuation that only imprints the prompt's sound scores. ``BREAKS`` says what each
+  must lose.
 
 Writes ``metrics.json``, a spectrogram PNG per clip and continuation (the seam marked),
 the audio (prompt joined to each continuation) and ``report.html``.
@@ -36,10 +39,11 @@ FORMAT = "aimusic.eval.continuation/1"
 FLOOR_CLIPS = 3  # other clips averaged into each clip's floor
 STRETCH = 1.3
 SHIFT = 3  # semitones
-CASES = ("loop", "noise", "silence", f"shift+{SHIFT}", f"stretch{STRETCH:g}")
+CASES = ("loop", "noise", "silence", f"shift+{SHIFT}", f"stretch{STRETCH:g}", "drone")
 # what each constructed case must lose, as the issue and the tests say
 BREAKS = {"loop": ("repetition",), "noise": C.MEASURES, "silence": C.MEASURES,
-          f"shift+{SHIFT}": ("harmony",), f"stretch{STRETCH:g}": ("rhythm",)}
+          f"shift+{SHIFT}": ("harmony",), f"stretch{STRETCH:g}": ("rhythm",),
+          "drone": ("rhythm",)}
 
 
 @dataclass
@@ -105,7 +109,19 @@ def constructed(clip: Clip, sr: int, seed: int = 0) -> dict[str, np.ndarray]:
         "silence": np.zeros(n, np.float32),
         f"shift+{SHIFT}": librosa.effects.pitch_shift(clip.truth, sr=sr, n_steps=SHIFT),
         f"stretch{STRETCH:g}": stretched.astype(np.float32),
+        "drone": _drone(clip.prompt, n, rms, rng),
     }
+
+
+def _drone(prompt: np.ndarray, n: int, rms: float, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of noise whose every frame has the prompt's mean STFT magnitudes (random
+    phases), scaled to ``rms``: the prompt's sound held still."""
+    import librosa
+
+    profile = np.abs(librosa.stft(prompt, n_fft=2048, hop_length=512)).mean(axis=1, keepdims=True)
+    phases = np.exp(2j * np.pi * rng.random((profile.shape[0], n // 512 + 1)))
+    y = librosa.istft(profile * phases, hop_length=512, n_fft=2048, length=n)
+    return (y * rms / max(float(np.sqrt(np.mean(y.astype(np.float64) ** 2))), 1e-9)).astype(np.float32)
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
