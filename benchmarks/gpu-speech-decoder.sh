@@ -28,7 +28,8 @@ fi
 $PYB -c "import torch; print(torch.__version__, torch.cuda.is_available())" || exit 1
 [ -f .gpu/speech.tar ] && [ -f .gpu/codec.safetensors ] || { echo "carry .gpu/ (see the header)"; exit 1; }
 tar xf .gpu/speech.tar -C "$T" || exit 1
-# adversarial from the first step (the decoder starts trained), the discriminator of `base`
+# adversarial from the first step (the decoder starts trained); a discriminator twice as
+# wide as the CPU runs' (16 channels; `base` has 32)
 printf "train: {adv_start: 0, disc_channels: 16, val_every: $VE, val_clips: 16}\n" > "$T/gan.yaml"
 $PYB -m aimusic --device $DEV -q train-codec "$T/train" --val-dir "$T/val" \
   --init .gpu/codec.safetensors --decoder-only --preset speech --config "$T/gan.yaml" \

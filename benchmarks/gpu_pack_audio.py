@@ -1,6 +1,6 @@
 """Pack a speaker-balanced subset of a corpus's wav folder as FLAC in one tar, for a device
 call (which carries at most 64 MiB): the speech corpus's 7 h of 16-bit wav are about 800 MB,
-and 30 minutes of them as FLAC about 30 MB.
+and 30 minutes of them as FLAC about 35 MiB.
 
     python benchmarks/gpu_pack_audio.py data/speech/wav .gpu/speech.tar [--minutes 30]
         [--val-minutes 3] [--seed 0]

@@ -444,8 +444,7 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
                                         progress=StageProgress(progress), given=read, fine=fine)
     t2 = time.perf_counter()
     # no voice: no prompt frames, nothing to match or equalize to
-    _, audio = decode_new(chain, codes, new_codes, 0, voice_match,
-                          voice if eq and voice is not None else None)
+    _, audio = decode_new(chain, codes, new_codes, 0, voice_match, voice if eq else None)
     seconds = read.numel() * hop / sr
     audio = audio[:int(round(seconds * sr))]
     t_dec = time.perf_counter() - t2
