@@ -38,8 +38,10 @@ magnitudes alone.
 (``gen.chain.codec_eq``: the prompt against the codec's rendering of it); it is the default
 for continuations and `speak` outputs, as `speak`'s, and off for round trips unless asked
 for. In a round trip the prompt is the voice `speak` would hear (the next utterance's first
-``--prompt-seconds``, through the same round trip; ``--eq-utterances N``: the next N
-utterances, whole), never the sentence itself.
+``--prompt-seconds``, through the same round trip), never the sentence itself.
+``--voice-utterances N``: the voice `speak` hears, and a round trip's EQ is measured on,
+is the next N utterances, whole, instead of the next one's first ``--prompt-seconds``
+(a longer voice recording; never the sentence).
 """
 
 from __future__ import annotations
@@ -105,9 +107,9 @@ def main() -> None:
                     help="Equalize each output to undo how the codec (or Opus) colours its "
                          "prompt's voice (default: on for both tasks, as speak's; off for "
                          "round trips).")
-    ap.add_argument("--eq-utterances", type=int, default=0, metavar="N",
-                    help="Round trips with --prompt-eq: measure the corrections on the next N "
-                         "utterances of the voice, whole, instead of the next one's first "
+    ap.add_argument("--voice-utterances", type=int, default=0, metavar="N",
+                    help="The voice of speak (and of a round trip's --prompt-eq): the next N "
+                         "utterances of the speaker, whole, instead of the next one's first "
                          "--prompt-seconds (a longer voice recording; never the sentence).")
     a = ap.parse_args()
     if a.prompt_eq is None:
@@ -154,7 +156,7 @@ def main() -> None:
             if a.no_speak or not e.get("text") or len(utts) < 2:
                 continue
             voice_e = utts[(k + 1) % len(utts)]
-            voice = load_audio(a.corpus / voice_e["path"], sr)[:cut]
+            voice = voice_of(a, utts, k, sr)
             name = f"speak-{speaker}-{k:03d}.wav"
             listing.append({"path": name, "task": "speak", "speaker": speaker,
                             "prompt": voice_e["path"], "text": e["text"]})
@@ -181,6 +183,17 @@ def main() -> None:
                                         if ten else None),
     })
     print(f"{len(listing)} outputs in {a.out / 'outputs.jsonl'}")
+
+
+def voice_of(a: argparse.Namespace, utts: list[dict], k: int, sr: int) -> np.ndarray:
+    """The voice for sentence ``k`` of a speaker's ``utts``: the next utterance's first
+    ``--prompt-seconds``, or with ``--voice-utterances N`` the next N utterances whole;
+    never sentence ``k`` itself."""
+    if not a.voice_utterances:
+        return load_audio(a.corpus / utts[(k + 1) % len(utts)]["path"], sr)[:int(a.prompt_seconds * sr)]
+    n = min(a.voice_utterances, len(utts) - 1)
+    return np.concatenate([load_audio(a.corpus / utts[(k + 1 + i) % len(utts)]["path"], sr)
+                           for i in range(n)])
 
 
 def judged_utterances(entries: list[dict], min_seconds: float, voices: list[str] | None,
@@ -277,11 +290,7 @@ def roundtrips(a: argparse.Namespace, by_speaker: dict[str, list[dict]]) -> None
             y = trip(load_audio(a.corpus / e["path"], sr))
             voice_e = utts[(k + 1) % len(utts)]
             if a.prompt_eq:
-                if a.eq_utterances:  # a longer voice: the next N utterances, whole
-                    voice = np.concatenate([load_audio(a.corpus / utts[(k + 1 + i) % len(utts)]["path"], sr)
-                                            for i in range(min(a.eq_utterances, len(utts) - 1))])
-                else:
-                    voice = load_audio(a.corpus / voice_e["path"], sr)[:int(a.prompt_seconds * sr)]
+                voice = voice_of(a, utts, k, sr)
                 y = equalize(y, prompt_eq(voice, trip(voice), sr, eq_fft))
             name = f"{prefix}-{speaker}-{k:03d}.wav"
             save_audio(a.out / name, y, sr)

@@ -230,7 +230,7 @@ def _roundtrip(root: Path, by_speaker, codec: Path, name: str, **kw) -> tuple[np
 
     a = argparse.Namespace(**{"corpus": root, "roundtrip": codec, "opus": None, "levels": None,
                               "keep": None, "items": 2, "seed": 0, "out": root / name,
-                              "prompt_eq": False, "prompt_seconds": 3.0, "eq_utterances": 0,
+                              "prompt_eq": False, "prompt_seconds": 3.0, "voice_utterances": 0,
                               **kw})
     load_example("voice_outputs").roundtrips(a, by_speaker)
     rows = [json.loads(ln) for ln in (a.out / "outputs.jsonl").read_text().splitlines()]
@@ -309,8 +309,8 @@ def test_roundtrip_keeping_the_recordings_magnitudes_or_phases(tmp_path) -> None
     plain = ltas_error(_roundtrip(tmp_path, by_speaker, codec_file, "plain")[0])
     eq_audio = _roundtrip(tmp_path, by_speaker, codec_file, "eq", prompt_eq=True)[0]
     eq = ltas_error(eq_audio)
-    # --eq-utterances 1: the next utterance whole, here all of it as the 3 s would be
-    whole = _roundtrip(tmp_path, by_speaker, codec_file, "eq1", prompt_eq=True, eq_utterances=1)[0]
+    # --voice-utterances 1: the next utterance whole, here all of it as the 3 s would be
+    whole = _roundtrip(tmp_path, by_speaker, codec_file, "eq1", prompt_eq=True, voice_utterances=1)[0]
     assert np.array_equal(whole, eq_audio)
     assert eq < plain - 0.5 * EQ_LIMIT_DB / 20 * np.log(10), (eq, plain)
 
