@@ -62,21 +62,20 @@ def _window(n_fft: int) -> torch.Tensor:
     return torch.hann_window(n_fft)
 
 
+def _stft(x: torch.Tensor | np.ndarray, n_fft: int) -> torch.Tensor:
+    """Complex STFT [..., n_fft // 2 + 1, frames] of float32 ``x`` [..., T]: Hann window,
+    hop n_fft // 4, centred; a signal shorter than n_fft is zero-padded first (stft's
+    reflect padding needs at least n_fft // 2 samples)."""
+    t = (x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))).float()
+    t = torch.nn.functional.pad(t, (0, max(0, n_fft - t.shape[-1])))
+    return torch.stft(t, n_fft, n_fft // 4, window=_window(n_fft).to(t.device), center=True,
+                      return_complex=True)
+
+
 def mel_spectrogram(x: torch.Tensor, sr: int, n_fft: int, n_mels: int, power: float = 1.0):
     """Mel magnitude spectrogram of ``x`` [..., T] -> [..., n_mels, frames] (hop n_fft // 4)."""
     shape = x.shape
-    x = x.reshape(-1, shape[-1]).float()
-    if x.shape[-1] < n_fft:  # stft's reflect padding needs at least n_fft // 2 samples
-        x = torch.nn.functional.pad(x, (0, n_fft - x.shape[-1]))
-    spec = torch.stft(
-        x,
-        n_fft,
-        hop_length=n_fft // 4,
-        window=_window(n_fft).to(x.device),
-        center=True,
-        return_complex=True,
-    )
-    mag = spec.abs().pow(power)
+    mag = _stft(x.reshape(-1, shape[-1]), n_fft).abs().pow(power)
     mel = _mel_basis(sr, n_fft, n_mels).to(x.device) @ mag
     return mel.reshape(*shape[:-1], n_mels, mel.shape[-1])
 
@@ -152,15 +151,16 @@ EQ_MELS = 40  # frames are compared by their mel bands' shape (level removed)
 EQ_SECONDS = 15.0  # most of a prompt (its last seconds) the corrections are measured on
 
 
-def _stft(x: np.ndarray, n_fft: int) -> torch.Tensor:
-    t = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
-    t = torch.nn.functional.pad(t, (0, max(0, n_fft - t.shape[-1])))
-    return torch.stft(t, n_fft, n_fft // 4, window=_window(n_fft), center=True,
-                      return_complex=True)
 
 
 def _log(spec: torch.Tensor) -> torch.Tensor:
     return spec.abs().clamp_min(1e-5).log()
+
+
+def _frame_shapes(log_mag: torch.Tensor, sr: int, n_fft: int) -> torch.Tensor:
+    """Log magnitudes [bins, F] -> each frame's mel shape [F, EQ_MELS], unit length."""
+    m = (_mel_basis(sr, n_fft, EQ_MELS) @ log_mag.exp()).clamp_min(1e-5).log()
+    return torch.nn.functional.normalize((m - m.mean(0, keepdim=True)).T, dim=1)
 
 
 @dataclass
@@ -175,17 +175,12 @@ class PromptEQ:
     diffs: torch.Tensor
     nearest: int = EQ_NEAREST
 
-    def keys_of(self, log_mag: torch.Tensor) -> torch.Tensor:
-        """Log magnitudes [bins, F] -> each frame's mel shape [F, EQ_MELS], unit length."""
-        m = (_mel_basis(self.sr, self.n_fft, EQ_MELS) @ log_mag.exp()).clamp_min(1e-5).log()
-        return torch.nn.functional.normalize((m - m.mean(0, keepdim=True)).T, dim=1)
-
     def gains(self, log_mag: torch.Tensor) -> torch.Tensor:
         """Log-magnitude gains [bins, F] for a rendering's frames [bins, F]: the mean
         correction of each frame's ``nearest`` prompt frames (cosine of the mel shapes),
         within ``EQ_LIMIT_DB``."""
         k = min(self.nearest, self.keys.shape[0])
-        near = (self.keys_of(log_mag) @ self.keys.T).topk(k, dim=1).indices  # [F, k]
+        near = (_frame_shapes(log_mag, self.sr, self.n_fft) @ self.keys.T).topk(k, dim=1).indices
         limit = EQ_LIMIT_DB / 20 * math.log(10)
         return self.diffs[:, near].mean(-1).clamp(-limit, limit)
 
@@ -205,9 +200,7 @@ def prompt_eq(recorded: np.ndarray, rendered: np.ndarray, sr: int, n_fft: int,
     diff = (a[:, active] - b[:, active]).T[:, None]  # [P, 1, bins]
     diff = torch.nn.functional.pad(diff, (width // 2, width // 2), mode="replicate")
     diffs = torch.nn.functional.conv1d(diff, torch.ones(1, 1, width) / width)[:, 0].T
-    eq = PromptEQ(sr, n_fft, torch.zeros(0), diffs, nearest)
-    eq.keys = eq.keys_of(b[:, active])
-    return eq
+    return PromptEQ(sr, n_fft, _frame_shapes(b[:, active], sr, n_fft), diffs, nearest)
 
 
 @torch.no_grad()

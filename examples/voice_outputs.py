@@ -219,8 +219,6 @@ def render_semantic(chain, prompt: np.ndarray, source: np.ndarray, seed: int,
                     voice_match: int, fine: bool, eq: bool) -> np.ndarray:
     """``source``'s own semantic tokens rendered by the coarse and fine LMs after
     ``prompt`` (as `speak` renders the reading LM's): what is said is right by construction."""
-    import torch
-
     from aimusic.gen.chain import decode_new, encode_prompt, sample_tokens, sampling_for
 
     sem, codes = encode_prompt(chain, prompt, prompt.size // chain.token_samples)
