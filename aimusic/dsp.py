@@ -151,6 +151,13 @@ EQ_MELS = 40  # frames are compared by their mel bands' shape (level removed)
 EQ_SECONDS = 15.0  # most of a prompt (its last seconds) the corrections are measured on
 
 
+def smooth_bins(x: torch.Tensor, width: int) -> torch.Tensor:
+    """``x`` [..., bins, F] with each frame averaged over ``width`` neighbouring bins (odd;
+    fewer at the edges): over more than a harmonic's spacing it keeps the envelope alone."""
+    shape = x.shape
+    rows = x.reshape(-1, shape[-2], shape[-1]).transpose(1, 2).reshape(-1, 1, shape[-2])
+    rows = torch.nn.functional.avg_pool1d(rows, width, 1, width // 2, count_include_pad=False)
+    return rows.reshape(-1, shape[-1], shape[-2]).transpose(1, 2).reshape(shape)
 
 
 def _log(spec: torch.Tensor) -> torch.Tensor:
@@ -197,9 +204,7 @@ def prompt_eq(recorded: np.ndarray, rendered: np.ndarray, sr: int, n_fft: int,
     energy = torch.logsumexp(2 * a, 0)  # [frames], log power
     active = energy >= energy.max() - EQ_ACTIVE_DB / 10 * math.log(10)
     width = max(1, round(EQ_SMOOTH_HZ / (sr / n_fft))) | 1
-    diff = (a[:, active] - b[:, active]).T[:, None]  # [P, 1, bins]
-    diff = torch.nn.functional.pad(diff, (width // 2, width // 2), mode="replicate")
-    diffs = torch.nn.functional.conv1d(diff, torch.ones(1, 1, width) / width)[:, 0].T
+    diffs = smooth_bins(a[:, active] - b[:, active], width)
     return PromptEQ(sr, n_fft, _frame_shapes(b[:, active], sr, n_fft), diffs, nearest)
 
 

@@ -32,7 +32,9 @@ encoder's latent, unquantized); with an inverse-STFT codec ``--keep magnitude`` 
 ``phase``) keeps the recording's own STFT magnitudes (phases) and takes only the other from
 the decoder, and ``--keep magnitude-alone`` takes no codec at all: the recording's
 magnitudes with phases found by Griffin-Lim from random ones, what the judges hear in the
-magnitudes alone.
+magnitudes alone. With ``--keep magnitude``, ``--band LO:HI`` keeps the recording's
+magnitudes in that band only, and ``--envelope`` its spectral envelope only (no harmonics):
+where in the spectrum the words and the voice are lost.
 
 ``--prompt-eq`` equalizes every output to undo how the codec colours its prompt's voice
 (``gen.chain.codec_eq``: the prompt against the codec's rendering of it); it is the default
@@ -57,7 +59,7 @@ import torch
 
 from aimusic.audio import load_audio, save_audio
 from aimusic.codec.modules import SpectralDecoder
-from aimusic.dsp import equalize, prompt_eq
+from aimusic.dsp import equalize, prompt_eq, smooth_bins
 from aimusic.fileio import write_json
 from aimusic.gen import load_chain
 from aimusic.gen.chain import continue_audio
@@ -66,6 +68,7 @@ from aimusic.runtime import configure_threads
 from aimusic.voice.tts import PROMPT_EQ, READING_FILE, SPEAK_FINE, VOICE_MATCH, speak_text
 
 KEEP = ("magnitude", "phase", "magnitude-alone")
+ENVELOPE_HZ = 150.0  # --envelope: power averaged over this, wider than a harmonic's spacing
 
 
 def main() -> None:
@@ -81,6 +84,12 @@ def main() -> None:
     ap.add_argument("--keep", choices=KEEP,
                     help="With --roundtrip of an istft codec: keep the recording's own STFT "
                          "magnitudes or phases (diagnosis; see above).")
+    ap.add_argument("--band", metavar="LO:HI",
+                    help="With --keep magnitude: keep the recording's magnitudes between LO and "
+                         "HI Hz only, the codec's elsewhere.")
+    ap.add_argument("--envelope", action="store_true",
+                    help="With --keep magnitude: keep the recording's spectral envelope only "
+                         "(its power averaged over 150 Hz: no harmonics).")
     ap.add_argument("--opus", type=float, metavar="KBPS",
                     help="Round trips through Opus at this bitrate instead (at least 6).")
     ap.add_argument("--out", type=Path, required=True)
@@ -119,6 +128,8 @@ def main() -> None:
         raise SystemExit("--no-speak and --no-continue leave nothing to make")
     if (a.levels is not None or a.keep is not None) and a.roundtrip is None:
         raise SystemExit("--levels and --keep diagnose a codec: give --roundtrip CODEC")
+    if (a.band is not None or a.envelope) and a.keep != "magnitude":
+        raise SystemExit("--band and --envelope choose what --keep magnitude keeps")
 
     entries = [json.loads(ln) for ln in (a.corpus / "manifest.jsonl").read_text().splitlines()]
     by_speaker = judged_utterances(entries, a.prompt_seconds + 0.5,
@@ -258,6 +269,16 @@ def roundtrips(a: argparse.Namespace, by_speaker: dict[str, list[dict]]) -> None
                 raise SystemExit(f"--keep needs an istft codec; {a.roundtrip} has head "
                                  f"{codec.cfg.head!r}")
             via += f", the recording's {a.keep.replace('-', ' ')}"
+        band = None
+        if a.band is not None:
+            try:
+                band = tuple(float(v) for v in a.band.split(":"))
+                assert len(band) == 2 and 0 <= band[0] < band[1]
+            except (ValueError, AssertionError):
+                raise SystemExit(f"--band {a.band}: give LO:HI in Hz, e.g. 1000:4000") from None
+            via += f" from {band[0]:g} to {band[1]:g} Hz"
+        if a.envelope:
+            via += " (envelope only)"
 
         @torch.no_grad()
         def trip(x: np.ndarray) -> np.ndarray:
@@ -273,7 +294,15 @@ def roundtrips(a: argparse.Namespace, by_speaker: dict[str, list[dict]]) -> None
                 true = head.analyze(t, phase.shape[-1])
                 true_log_mag = true.abs().clamp_min(1e-7).log()
                 if a.keep == "magnitude":
-                    y = head.synthesize(true_log_mag, phase)
+                    kept = true_log_mag
+                    if a.envelope:  # the envelope alone: power averaged over ENVELOPE_HZ
+                        width = max(1, round(ENVELOPE_HZ * head.n_fft / sr)) | 1
+                        kept = smooth_bins(true.abs().pow(2), width).clamp_min(1e-10).log() / 2
+                    if band is not None:
+                        hz = torch.arange(kept.shape[1]) * sr / head.n_fft
+                        inside = ((hz >= band[0]) & (hz < band[1]))[None, :, None]
+                        kept = torch.where(inside, kept, log_mag)
+                    y = head.synthesize(kept, phase)
                 elif a.keep == "phase":
                     y = head.synthesize(log_mag, torch.angle(true))
                 else:

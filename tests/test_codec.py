@@ -25,7 +25,9 @@ from aimusic.codec.stream import (
     load_codes,
 )
 from aimusic.codec.train import (
+    SPEC_FLOOR,
     TRAIN_PRESETS,
+    floored,
     phase_losses,
     sample_levels,
     spectrum_losses,
@@ -235,6 +237,22 @@ def test_spectrum_losses_vanish_for_the_target_itself_and_not_for_a_wrong_phase(
     assert float(shifted["phase/iaf"]) < 1e-4 and float(shifted["phase/ip"]) > 0.5, shifted
     louder = spectrum_losses(x, S.abs().clamp_min(1e-9).log() + 0.5, torch.angle(S), head)
     assert float(louder["spec/mag"]) > 0.5
+    # bins far below the floor where the target is above it are still pulled up
+    dead = (S.abs().clamp_min(1e-9).log() - 10.0).requires_grad_(True)
+    spectrum_losses(x, dead, torch.angle(S), head)["spec/mag"].backward()
+    audible = S.abs() > 10 * SPEC_FLOOR
+    assert bool(audible.any()) and bool((dead.grad[audible] < 0).all())
+
+
+def test_floored_keeps_the_gradient_below_the_floor() -> None:
+    """Its value is clamp_min's; its gradient is the identity's, so an L1 against a target
+    above the floor pulls a far lower estimate up, and one against a floored target is 0."""
+    est = torch.tensor([-12.0, -12.0, 1.0], requires_grad=True)
+    target = torch.tensor([-3.0, -20.0, 0.0]).clamp_min(-4.6)
+    out = floored(est, -4.6)
+    assert torch.equal(out, est.detach().clamp_min(-4.6))
+    (out - target).abs().sum().backward()
+    assert est.grad.tolist() == [-1.0, 0.0, 1.0]
 
 
 def test_init_takes_a_saved_codec_and_trains_on(synth_dir: Path, tmp_path: Path) -> None:
