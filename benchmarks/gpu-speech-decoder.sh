@@ -4,7 +4,10 @@
 # from the first step, on a GPU (`train-codec --init --decoder-only`: the encoder and codebooks
 # stay, so every token and bundled LM stays valid). The CPU runs (one hour of reconstruction
 # losses, two adversarial) did not give back the magnitudes the decoder loses; this asks what
-# GPU minutes do.
+# GPU minutes do. Since "Where the words go" (BENCHMARKS.md) the magnitude loss passes its
+# gradient below the floor (codec.train.floored): judge first whether the predicted 2.5-8 kHz
+# band comes back (the round trip's WER; the --keep magnitude --band 1000:4000 --envelope
+# row is the ceiling for these tokens).
 # Carried as .gpu/: speech.tar (python benchmarks/gpu_pack_audio.py data/speech/wav
 # .gpu/speech.tar --minutes 30: about 35 MiB of FLAC, the test voices never in it) and
 # codec.safetensors (cp aimusic/bundled/voice/codec.safetensors .gpu/). The run needs no
