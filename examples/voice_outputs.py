@@ -71,6 +71,17 @@ KEEP = ("magnitude", "phase", "magnitude-alone")
 ENVELOPE_HZ = 150.0  # --envelope: power averaged over this, wider than a harmonic's spacing
 
 
+def parse_band(text: str) -> tuple[float, float]:
+    """``--band``'s LO:HI in Hz -> (LO, HI)."""
+    try:
+        lo, hi = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give LO:HI in Hz, e.g. 1000:4000") from None
+    if not 0 <= lo < hi:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= LO < HI")
+    return lo, hi
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, default=Path("data/speech"))
@@ -84,7 +95,7 @@ def main() -> None:
     ap.add_argument("--keep", choices=KEEP,
                     help="With --roundtrip of an istft codec: keep the recording's own STFT "
                          "magnitudes or phases (diagnosis; see above).")
-    ap.add_argument("--band", metavar="LO:HI",
+    ap.add_argument("--band", metavar="LO:HI", type=parse_band,
                     help="With --keep magnitude: keep the recording's magnitudes between LO and "
                          "HI Hz only, the codec's elsewhere.")
     ap.add_argument("--envelope", action="store_true",
@@ -269,13 +280,8 @@ def roundtrips(a: argparse.Namespace, by_speaker: dict[str, list[dict]]) -> None
                 raise SystemExit(f"--keep needs an istft codec; {a.roundtrip} has head "
                                  f"{codec.cfg.head!r}")
             via += f", the recording's {a.keep.replace('-', ' ')}"
-        band = None
-        if a.band is not None:
-            try:
-                band = tuple(float(v) for v in a.band.split(":"))
-                assert len(band) == 2 and 0 <= band[0] < band[1]
-            except (ValueError, AssertionError):
-                raise SystemExit(f"--band {a.band}: give LO:HI in Hz, e.g. 1000:4000") from None
+        band = a.band
+        if band is not None:
             via += f" from {band[0]:g} to {band[1]:g} Hz"
         if a.envelope:
             via += " (envelope only)"

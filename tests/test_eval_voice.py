@@ -229,7 +229,8 @@ def _roundtrip(root: Path, by_speaker, codec: Path, name: str, **kw) -> tuple[np
     from aimusic.audio import load_audio
 
     a = argparse.Namespace(**{"corpus": root, "roundtrip": codec, "opus": None, "levels": None,
-                              "keep": None, "items": 2, "seed": 0, "out": root / name,
+                              "keep": None, "band": None, "envelope": False, "items": 2,
+                              "seed": 0, "out": root / name,
                               "prompt_eq": False, "prompt_seconds": 3.0, "voice_utterances": 0,
                               **kw})
     load_example("voice_outputs").roundtrips(a, by_speaker)
@@ -297,6 +298,29 @@ def test_roundtrip_keeping_the_recordings_magnitudes_or_phases(tmp_path) -> None
            for keep in (None, "magnitude", "phase", "magnitude-alone")}
     assert err[None] > 0.9 and err["phase"] > 0.9, err
     assert err["magnitude"] < 0.8 and err["magnitude-alone"] < 0.2, err
+    # --band LO:HI keeps the recording's magnitudes inside the band only: all of the
+    # spectrum is --keep magnitude, an empty band the plain round trip; --envelope keeps
+    # them smoothed over 150 Hz: smoothed alike, nearer the recording than the codec's own
+    whole_band = _roundtrip(tmp_path, by_speaker, codec_file, "band-all", keep="magnitude",
+                            band=(0.0, 1e6))[0]
+    assert np.array_equal(whole_band, _roundtrip(tmp_path, by_speaker, codec_file, "kmag",
+                                                 keep="magnitude")[0])
+    empty = mag_error(_roundtrip(tmp_path, by_speaker, codec_file, "band-none", keep="magnitude",
+                                 band=(1.0, 2.0))[0])
+    assert empty > 0.9, empty
+    from aimusic.dsp import smooth_bins
+
+    width = round(150 * head.n_fft / 24000) | 1
+
+    def envelope_error(y: np.ndarray) -> float:
+        m = smooth_bins(head.analyze(torch.from_numpy(y)[None, None], frames).abs() ** 2, width)
+        r = smooth_bins(ref ** 2, width)
+        return float((m.sqrt() - r.sqrt()).norm() / r.sqrt().norm())
+
+    env = envelope_error(_roundtrip(tmp_path, by_speaker, codec_file, "env", keep="magnitude",
+                                    envelope=True)[0])
+    plain_env = envelope_error(_roundtrip(tmp_path, by_speaker, codec_file, "plain-env")[0])
+    assert env < 0.93 and plain_env > 0.98, (env, plain_env)  # untrained phases blur both
     # --prompt-eq: gains from the voice's other utterance (its own tone, 10% higher) and
     # that utterance's round trip bring the sentence's long-term spectrum closer (each bin
     # by at most EQ_LIMIT_DB: the untrained codec's output is far quieter than that)
