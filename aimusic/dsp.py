@@ -160,6 +160,16 @@ def smooth_bins(x: torch.Tensor, width: int) -> torch.Tensor:
     return rows.reshape(-1, shape[-1], shape[-2]).transpose(1, 2).reshape(shape)
 
 
+ENVELOPE_HZ = 150.0  # wider than a voice's harmonic spacing: averaging over it leaves the formants
+
+
+def log_envelope(mag: torch.Tensor, sr: int, n_fft: int, hz: float = ENVELOPE_HZ) -> torch.Tensor:
+    """STFT magnitudes [..., bins, F] -> the log of their spectral envelope (log magnitude of
+    the power averaged over ``hz`` of neighbouring bins): formants without harmonics."""
+    width = max(1, round(hz * n_fft / sr)) | 1
+    return smooth_bins(mag.pow(2), width).clamp_min(1e-10).log() / 2
+
+
 def _log(spec: torch.Tensor) -> torch.Tensor:
     return spec.abs().clamp_min(1e-5).log()
 

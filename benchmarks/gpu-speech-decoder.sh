@@ -17,6 +17,16 @@
 # The codec file and the training log come back in $OUT; judge them here with
 # `python examples/voice_outputs.py --roundtrip OUT/codec.safetensors [--prompt-eq] --items 10`,
 # `aimusic eval voice` and `python benchmarks/codec_speaker_probe.py OUT/codec.safetensors`.
+# WHOLE=1 trains the whole codec instead (encoder, codebooks and decoder, from the bundled
+# weights): since "How much of the words' envelope the speech codec gives back"
+# (BENCHMARKS.md, 2026-12-02) this is the run to make. benchmarks/codec_envelope_probe.py
+# found the bundled decoder gives back as much of the test voices' 1-4 kHz envelope as an
+# MLP reading its tokens does, and more than a linear map (R^2 0.58, 0.57, 0.48; Opus 6 kbps
+# 0.86, 12 kbps 0.94): the tokens, not the decoder, hold too little of it. A whole-codec
+# file has new tokens: the corpus must be tokenized again and the coarse and fine LMs
+# trained again on it (benchmarks/gpu-voice-aug.sh) before it ships. Judge it first with
+# `python benchmarks/codec_envelope_probe.py OUT/codec.safetensors` (the decoded row's
+# 1-4 kHz R^2 on speech frames; the WER target wants about 0.9).
 # LOCAL=1 rehearses the same steps on this CPU with a short budget.
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -34,8 +44,9 @@ tar xf .gpu/speech.tar -C "$T" || exit 1
 # adversarial from the first step (the decoder starts trained); a discriminator twice as
 # wide as the CPU runs' (16 channels; `base` has 32)
 printf "train: {adv_start: 0, disc_channels: 16, val_every: $VE, val_clips: 16}\n" > "$T/gan.yaml"
+ONLY=--decoder-only; [ -n "$WHOLE" ] && ONLY=
 $PYB -m aimusic --device $DEV -q train-codec "$T/train" --val-dir "$T/val" \
-  --init .gpu/codec.safetensors --decoder-only --preset speech --config "$T/gan.yaml" \
+  --init .gpu/codec.safetensors $ONLY --preset speech --config "$T/gan.yaml" \
   --batch-size "$B" --minutes "$MIN" -o "$T/codec.safetensors" > "$T/train.out" 2>&1
 rc=$?
 tail -n 20 "$T/train.out"

@@ -59,7 +59,7 @@ import torch
 
 from aimusic.audio import load_audio, save_audio
 from aimusic.codec.modules import SpectralDecoder
-from aimusic.dsp import equalize, prompt_eq, smooth_bins
+from aimusic.dsp import equalize, log_envelope, prompt_eq
 from aimusic.fileio import write_json
 from aimusic.gen import load_chain
 from aimusic.gen.chain import continue_audio
@@ -68,7 +68,6 @@ from aimusic.runtime import configure_threads
 from aimusic.voice.tts import PROMPT_EQ, READING_FILE, SPEAK_FINE, VOICE_MATCH, speak_text
 
 KEEP = ("magnitude", "phase", "magnitude-alone")
-ENVELOPE_HZ = 150.0  # --envelope: power averaged over this, wider than a harmonic's spacing
 
 
 def parse_band(text: str) -> tuple[float, float]:
@@ -301,9 +300,8 @@ def roundtrips(a: argparse.Namespace, by_speaker: dict[str, list[dict]]) -> None
                 true_log_mag = true.abs().clamp_min(1e-7).log()
                 if a.keep == "magnitude":
                     kept = true_log_mag
-                    if a.envelope:  # the envelope alone: power averaged over ENVELOPE_HZ
-                        width = max(1, round(ENVELOPE_HZ * head.n_fft / sr)) | 1
-                        kept = smooth_bins(true.abs().pow(2), width).clamp_min(1e-10).log() / 2
+                    if a.envelope:  # the envelope alone: power averaged over 150 Hz
+                        kept = log_envelope(true.abs(), sr, head.n_fft)
                     if band is not None:
                         hz = torch.arange(kept.shape[1]) * sr / head.n_fft
                         inside = ((hz >= band[0]) & (hz < band[1]))[None, :, None]

@@ -339,10 +339,22 @@ def test_roundtrip_keeping_the_recordings_magnitudes_or_phases(tmp_path) -> None
     assert eq < plain - 0.5 * EQ_LIMIT_DB / 20 * np.log(10), (eq, plain)
 
 
+def _probe_corpus(tmp_path):
+    """The spoken tones as a corpus whose voice `low` is the test split, and an untrained
+    tiny istft codec (seeded) for the probes to read it with."""
+    import torch
+
+    by_speaker = _spoken_tones(tmp_path)
+    rows = [dict(e, split="test" if s == "low" else "train") for s, es in by_speaker.items()
+            for e in es]
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    torch.manual_seed(0)
+    return _tiny_istft_codec().eval()
+
+
 def test_codec_speaker_probe(tmp_path) -> None:
     """benchmarks/codec_speaker_probe.py: nearest-mean ID names well-separated voices and is
     at chance when the features say nothing; it runs on a corpus through an istft codec."""
-    import torch
 
     from aimusic.codec.model import Codec, preset_tiny
 
@@ -357,15 +369,70 @@ def test_codec_speaker_probe(tmp_path) -> None:
     blind = cp.identify({s: v[:3] for s, v in same.items()}, {s: v[3:] for s, v in same.items()})
     assert blind["chance"] == 0.25 and blind["id_accuracy"] < 0.45, blind
 
-    by_speaker = _spoken_tones(tmp_path)
-    rows = [dict(e, split="test" if s == "low" else "train") for s, es in by_speaker.items()
-            for e in es]
-    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    torch.manual_seed(0)
-    codec = _tiny_istft_codec().eval()
+    codec = _probe_corpus(tmp_path)
     r = cp.probe(codec, tmp_path, per_voice=2, enroll=1, seconds=1.0)
     assert r["voices"] == 2 and r["test_voices"] == ["low"]
     assert set(cp.KINDS) <= set(r) and all(r[k]["queries"] == 2 for k in cp.KINDS)
     assert r["recording mel"]["id_accuracy"] == 1.0  # tones near 110 Hz against near 220
     with pytest.raises(SystemExit, match="istft"):
         cp.Features(Codec(preset_tiny()))
+
+
+def test_log_envelope_keeps_formants_and_drops_harmonics() -> None:
+    """dsp.log_envelope: a comb of harmonics under a formant bump comes out as the bump,
+    without the comb's peaks and gaps."""
+    import torch
+
+    from aimusic.dsp import log_envelope
+
+    sr, n_fft = 24000, 1280
+    hz = torch.arange(n_fft // 2 + 1) * sr / n_fft
+    formant = torch.exp(-((hz - 1500) / 400) ** 2) + 0.05
+    comb = (torch.remainder(hz, 150.0) < 1.0).float() * 3.0  # one bin per 150 Hz harmonic
+    env = log_envelope((formant * comb)[:, None], sr, n_fft)[:, 0]
+    inner = (hz > 300) & (hz < 6000)
+    # the comb's own log spans its peaks and its empty gaps (floored at 1e-5: over 10 nats);
+    # the envelope follows the formant's shape within the ripple of a window that holds one
+    # harmonic or two (log 2 / 2 either way)
+    raw = (formant * comb)[inner].clamp_min(1e-5).log() - formant[inner].log()
+    shape = env[inner] - formant[inner].log()
+    assert float(raw.max() - raw.min()) > 10 and float(shape.max() - shape.min()) < 1.0, shape
+    assert float(env[80] - env[213]) > 2.0  # the formant (bin 80: 1500 Hz) stands out at 4 kHz
+
+
+def test_codec_envelope_probe(tmp_path) -> None:
+    """benchmarks/codec_envelope_probe.py: R^2 is 1 for the truth and 0 for each bin's mean,
+    a ridge regression finds a linear map, silences are left out of the MAE, and it runs on a
+    corpus through an istft codec."""
+
+    from aimusic.codec.model import Codec, preset_tiny
+
+    ep = load_example("codec_envelope_probe", "benchmarks")
+    rng = np.random.default_rng(0)
+    hz = np.linspace(0, 8000, 33)
+    true = rng.normal(size=(200, 33))
+    assert ep.band_r2(true, true, hz, 1000, 4000) == 1.0
+    assert abs(ep.band_r2(np.broadcast_to(true.mean(0), true.shape), true, hz, 0, 8001)) < 1e-9
+    assert ep.band_r2(true + 1.0, true, hz, 0, 8001) < 0.5  # a bias costs
+    X = rng.normal(size=(300, 10))
+    A = rng.normal(size=(10, 33))
+    fit = ep.ridge(X[:200], X[:200] @ A, lam=1e-3)
+    assert ep.band_r2(fit(X[200:]), X[200:] @ A, hz, 0, 8001) > 0.999
+    bent = np.tanh(X @ A)  # what a linear map cannot fit, and the MLP learns
+    nonlinear = ep.mlp(X[:200], bent[:200], steps=300, width=64)
+    assert (ep.band_r2(nonlinear(X[:200]), bent[:200], hz, 0, 8001)
+            > ep.band_r2(ep.ridge(X[:200], bent[:200])(X[:200]), bent[:200], hz, 0, 8001))
+    env = np.zeros((4, 33))
+    env[2] -= 5.0  # 43 dB down: a pause
+    assert ep.loud_frames(env).tolist() == [True, True, False, True]
+
+    codec = _probe_corpus(tmp_path)
+    r = ep.run(codec, tmp_path, train_utts=2, test_utts=2, opus=[], context=1, seed=0,
+               mlp_steps=3)
+    assert set(r["rows"]) == {"decoded", "ridge (codes)", "ridge (latent)", "mlp (codes)"}
+    assert r["frames"]["train"] > 0 and r["frames"]["test"] > 0
+    for row in r["rows"].values():
+        assert all(np.isfinite(v) and v <= 1.0 for v in row["r2"].values())
+        assert row["mae_1000_4000_loud"] > 0
+    with pytest.raises(SystemExit, match="istft"):
+        ep.Probe(Codec(preset_tiny()))
