@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from aimusic.audio import load_audio, resample
+from aimusic.codec.evaluate import opus_roundtrip
 from aimusic.codec.model import Codec, load_codec
 from aimusic.codec.modules import SpectralDecoder
 from aimusic.dsp import log_envelope
@@ -45,7 +46,7 @@ from aimusic.voice.evaluate import read_corpus
 
 BANDS = ((0, 1000), (1000, 2500), (2500, 4000), (1000, 4000), (4000, 8000))
 WORDS = (1000.0, 4000.0)  # the band that carries the words
-LOUD_DB = 30.0  # frames this far under the utterance's loudest are left out of the MAE
+LOUD_DB = 30.0  # frames this far under the utterance's loudest (pauses) are not scored
 
 
 def band_r2(pred: np.ndarray, true: np.ndarray, hz: np.ndarray, lo: float, hi: float) -> float:
@@ -172,8 +173,6 @@ def run(codec: Codec, corpus: Path, train_utts: int, test_utts: int, opus: list[
     rows: dict[str, list] = {"true": [], "decoded": [], "loud": []}
     rows.update({k: [] for k in predict})
     rows.update({f"opus {k:g} kbps": [] for k in opus})
-    from aimusic.codec.evaluate import opus_roundtrip
-
     with tempfile.TemporaryDirectory() as tmp:
         for e in test[:test_utts]:
             x = load_audio(e["file"], sr)
@@ -183,8 +182,8 @@ def run(codec: Codec, corpus: Path, train_utts: int, test_utts: int, opus: list[
             rows["decoded"].append(f["decoded"])
             for k, fn in predict.items():
                 rows[k].append(fn(f["latent" if "latent" in k else "codes"]))
+            x16 = load_audio(e["file"], 16000) if opus else None
             for k in opus:  # Opus at its speech rate (16 kHz), re-analysed at the codec's
-                x16 = load_audio(e["file"], 16000)
                 y = resample(opus_roundtrip(x16, 16000, k, Path(tmp)), 16000, sr)
                 y = np.pad(y, (0, max(0, x.size - y.size)))[:x.size]
                 rows[f"opus {k:g} kbps"].append(probe.envelope(y, len(f["true"])))

@@ -308,14 +308,13 @@ def test_roundtrip_keeping_the_recordings_magnitudes_or_phases(tmp_path) -> None
     empty = mag_error(_roundtrip(tmp_path, by_speaker, codec_file, "band-none", keep="magnitude",
                                  band=(1.0, 2.0))[0])
     assert empty > 0.9, empty
-    from aimusic.dsp import smooth_bins
-
-    width = round(150 * head.n_fft / 24000) | 1
+    from aimusic.dsp import log_envelope
 
     def envelope_error(y: np.ndarray) -> float:
-        m = smooth_bins(head.analyze(torch.from_numpy(y)[None, None], frames).abs() ** 2, width)
-        r = smooth_bins(ref ** 2, width)
-        return float((m.sqrt() - r.sqrt()).norm() / r.sqrt().norm())
+        m = log_envelope(head.analyze(torch.from_numpy(y)[None, None], frames).abs(), 24000,
+                         head.n_fft).exp()
+        r = log_envelope(ref, 24000, head.n_fft).exp()
+        return float((m - r).norm() / r.norm())
 
     env = envelope_error(_roundtrip(tmp_path, by_speaker, codec_file, "env", keep="magnitude",
                                     envelope=True)[0])
@@ -355,7 +354,6 @@ def _probe_corpus(tmp_path):
 def test_codec_speaker_probe(tmp_path) -> None:
     """benchmarks/codec_speaker_probe.py: nearest-mean ID names well-separated voices and is
     at chance when the features say nothing; it runs on a corpus through an istft codec."""
-
     from aimusic.codec.model import Codec, preset_tiny
 
     cp = load_example("codec_speaker_probe", "benchmarks")
@@ -404,7 +402,6 @@ def test_codec_envelope_probe(tmp_path) -> None:
     """benchmarks/codec_envelope_probe.py: R^2 is 1 for the truth and 0 for each bin's mean,
     a ridge regression finds a linear map, silences are left out of the MAE, and it runs on a
     corpus through an istft codec."""
-
     from aimusic.codec.model import Codec, preset_tiny
 
     ep = load_example("codec_envelope_probe", "benchmarks")
