@@ -433,3 +433,43 @@ def test_codec_envelope_probe(tmp_path) -> None:
         assert row["mae_1000_4000_loud"] > 0
     with pytest.raises(SystemExit, match="istft"):
         ep.Probe(Codec(preset_tiny()))
+
+
+def test_token_phone_probe() -> None:
+    """benchmarks/token_phone_probe.py: phoneme ids leave out stress and word marks, edit
+    distance and greedy CTC decoding are right, bags of tokens name voices, and the CTC
+    recognizer learns phonemes from tokens that encode them and not from tokens that do not."""
+    import torch
+
+    pp = load_example("token_phone_probe", "benchmarks")
+    ids = pp.phone_ids("h ə l ˈ oʊ | w ˈ ɜː l d")
+    assert len(ids) == 8 and pp.BLANK not in ids and min(ids) >= 8
+    assert pp.edit_distance([1, 2, 3], [1, 3]) == 1 and pp.edit_distance([], [4, 5]) == 2
+    assert pp.edit_distance([1, 2, 3], [3, 2, 1]) == 2
+    logits = torch.full((6, 5), -9.0)
+    for t, k in enumerate([3, 3, 0, 3, 4, 0]):
+        logits[t, k] = 0.0
+    assert pp.greedy_ctc(logits, 6) == [3, 3, 4] and pp.greedy_ctc(logits, 2) == [3]
+
+    rng = np.random.default_rng(0)
+    voices = {"a": (0, 8), "b": (8, 16)}  # each voice uses its own tokens
+    bags = {v: [rng.integers(lo, hi, 30) for _ in range(4)] for v, (lo, hi) in voices.items()}
+    assert pp.bag_id({v: b[:2] for v, b in bags.items()}, {v: b[2:] for v, b in bags.items()},
+                     16) == 1.0
+
+    phones = list(range(8, 20))
+
+    def utterance(readable: bool) -> tuple[torch.Tensor, list[int]]:
+        y = [int(p) for p in rng.choice(phones, 6)]
+        frames = [p - 8 for p in y for _ in range(3)] if readable else \
+            list(rng.integers(0, 12, 18))
+        return torch.tensor(frames)[:, None], y
+
+    class Tokens:
+        discrete, vocab = True, 12
+
+    for readable, limit in ((True, 0.1), (False, 0.6)):
+        data = {s: [utterance(readable) for _ in range(n)]
+                for s, n in (("train", 100), ("val", 20), ("test", 20))}
+        r = pp.probe(Tokens(), data, steps=80, batch=16, seed=0)
+        assert (r["per_test"] < limit) if readable else (r["per_test"] > limit), r
