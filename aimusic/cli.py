@@ -108,7 +108,9 @@ ModelsOpt = Annotated[
     typer.Option("--models", help="Models directory (default: $AIMUSIC_MODELS or ./models; with "
                                   "neither, commands that read models use the bundled ones)."),
 ]
-PresetOpt = Annotated[str, typer.Option(help="Size preset: tiny (tests), small (CPU), base (GPU).")]
+PresetOpt = Annotated[str, typer.Option(
+    help="Size preset: tiny (tests), small (CPU), base (GPU); train-codec and train-semantic "
+         "also take speech (for a speech corpus).")]
 ConfigOpt = Annotated[
     Optional[Path],
     typer.Option("--config", help="YAML file with 'model:' and 'train:' sections; flags win."),

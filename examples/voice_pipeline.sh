@@ -7,8 +7,8 @@
 # Every step leaves a mark in $OUT/.done: a rerun skips what is built (delete a mark to
 # redo a step). Needs `make speech-corpus` first.
 #
-# Knobs (environment): OUT, SPEECH, CODEC, CODEC_PRESET, CODEC_MINUTES, LM_MINUTES, TTS_MINUTES,
-# ITEMS, SEED.
+# Knobs (environment): OUT, SPEECH, CODEC, CODEC_PRESET, SEMANTIC_PRESET, CODEC_MINUTES,
+# LM_MINUTES, TTS_MINUTES, ITEMS, SEED.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AIMUSIC=${AIMUSIC:-.venv/bin/aimusic}
@@ -17,6 +17,9 @@ OUT=${OUT:-voice}
 SPEECH=${SPEECH:-data/speech}
 CODEC=${CODEC:-}                  # a codec file to reuse instead of training one
 CODEC_PRESET=${CODEC_PRESET:-speech}  # small's encoder, inverse-STFT decoder
+# MFCCs alone, normalized per file: more of the words, less of the voice than small's
+# (BENCHMARKS.md, "Do the semantic tokens carry the words?"); small is the bundle's
+SEMANTIC_PRESET=${SEMANTIC_PRESET:-speech}
 CODEC_MINUTES=${CODEC_MINUTES:-50}
 LM_MINUTES=${LM_MINUTES:-10}      # per LM; two train side by side, one core each
 TTS_MINUTES=${TTS_MINUTES:-10}
@@ -56,7 +59,8 @@ lms() {  # two queues side by side: semantic then reading, coarse then fine
 }
 
 step codec codec
-step semantic $AIMUSIC train-semantic "$SPEECH/wav" -o "$M/semantic.safetensors" --iterations 1
+step semantic $AIMUSIC train-semantic "$SPEECH/wav" -o "$M/semantic.safetensors" --iterations 1 \
+  --preset "$SEMANTIC_PRESET"
 step tokenize $AIMUSIC tokenize "$SPEECH/wav" -o "$OUT/tokens" --models "$M"
 step lms lms
 step outputs $PY examples/voice_outputs.py --corpus "$SPEECH" --models "$M" --out "$OUT/outputs" \

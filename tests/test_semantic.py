@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from aimusic.cluster import kmeans, minibatch_kmeans, nearest
 from aimusic.errors import ArtifactError
 from aimusic.semantic.evaluate import agreement, nmi, pairs
 from aimusic.semantic.features import handmade, log_mel
-from aimusic.semantic.model import SemanticConfig, SemanticModel, load_semantic
+from aimusic.semantic.model import PRESETS, SemanticConfig, SemanticModel, cmvn, load_semantic
 from aimusic.semantic.train import span_mask
 
 runner = CliRunner()
@@ -62,6 +63,57 @@ def test_features_align_with_codec_frames_and_chroma_finds_the_pitch_class() -> 
     c = torch.from_numpy(tone(261.63, 2.0))[None]
     assert int(handmade(c, SR, 960)[0, 10, -12:].argmax()) == 0  # C
     assert log_mel(x[:, :12345], SR, 960).shape == (1, 12345 // 960, 4 * 80)
+
+
+def test_cmvn_removes_the_channel_and_keeps_the_motion() -> None:
+    """cmvn: each input's MFCCs come out at zero mean and unit deviation, so a gain or a
+    fixed tilt (what a voice or a microphone adds to every frame) leaves them unchanged,
+    while a change of sound within the input still shows; the other columns are kept."""
+    rng = np.random.default_rng(0)
+    a, b = tone(300.0, 1.0), tone(1200.0, 1.0)
+    x = torch.from_numpy(np.concatenate([a, b]) + rng.normal(0, 1e-2, 2 * len(a)).astype(np.float32))[None]
+    f = handmade(x, SR, 960)
+    g = cmvn(f, 13)
+    assert torch.allclose(g[..., :13].mean(1), torch.zeros(13), atol=1e-4)
+    assert torch.allclose(g[..., :13].std(1), torch.ones(13), atol=1e-3)
+    assert torch.equal(g[..., 13:], f[..., 13:])
+    raw_quiet = handmade(0.05 * x, SR, 960)
+    assert float((raw_quiet[..., :13] - f[..., :13]).abs().max()) > 5.0
+    quiet = cmvn(raw_quiet, 13)
+    assert float((quiet[..., :13] - g[..., :13]).abs().max()) < 0.05  # up to the log floor
+    n = g.shape[1]  # the two tones differ in the normalized MFCCs
+    assert float((g[0, : n // 2 - 2, :13].mean(0) - g[0, n // 2 + 2:, :13].mean(0)).norm()) > 1.0
+    model = SemanticModel(SemanticConfig(sample_rate=SR, cmvn=True, chroma_weight=0.0))
+    assert torch.equal(model.raw_features(x), g)
+
+
+def test_speech_preset_tokens_ignore_gain_and_pitch_class() -> None:
+    """The `speech` preset: its chroma block weighs nothing, ``deltas`` sets the columns,
+    and its tokens stay the same when the input is 26 dB quieter, where the music preset's
+    (no normalization) change."""
+    cfg = PRESETS["speech"]()
+    assert cfg.cmvn and cfg.chroma_weight == 0.0 and cfg.iteration == 1
+    rng = np.random.default_rng(0)
+    x = np.concatenate([tone(f, 0.5) for f in (220.0, 660.0, 330.0, 990.0)])
+    x = (x + rng.normal(0, 0.01, len(x))).astype(np.float32)
+    tokens = {}
+    for name, c in (("speech", cfg), ("small", PRESETS["small"]())):
+        model = SemanticModel(replace(c, sample_rate=SR, iteration=1))
+        f = model.raw_features(torch.from_numpy(x)[None])[0]
+        model.feat_mean.copy_(f.mean(0))
+        model.feat_std.copy_(f.std(0).clamp_min(1e-5))
+        model.centroids.copy_(torch.from_numpy(rng.normal(size=tuple(model.centroids.shape))).float())
+        tokens[name] = (model.tokens(x), model.tokens(0.05 * x))
+        if name == "speech":
+            assert torch.all(model.standardize(f)[:, -12:] == 0)
+    loud, quiet = tokens["speech"]
+    assert np.mean(loud == quiet) > 0.9
+    loud, quiet = tokens["small"]
+    assert np.mean(loud == quiet) < 0.5
+    assert SemanticModel(SemanticConfig(sample_rate=SR, deltas=1)).raw_features(
+        torch.from_numpy(x)[None]).shape[-1] == 2 * 13 + 12
+    with pytest.raises(ValueError, match="deltas"):
+        SemanticModel(SemanticConfig(deltas=3))
 
 
 def test_span_mask_covers_spans_and_every_row() -> None:

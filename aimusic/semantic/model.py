@@ -35,7 +35,10 @@ class SemanticConfig:
     iteration: int = 1
     # iteration 1 features
     n_mfcc: int = 13
-    chroma_weight: float = 2.0  # chroma block scaled up after standardization
+    chroma_weight: float = 2.0  # chroma block scaled up after standardization (0: none)
+    mfcc_fft: int = 2048  # the MFCCs' analysis window, samples
+    cmvn: bool = False  # MFCCs normalized over each input (mean and deviation per coefficient)
+    deltas: int = 2  # orders of MFCC differences kept (0, 1 or 2)
     # iteration 2 encoder
     n_mels: int = 80
     stack: int = 4
@@ -56,6 +59,11 @@ PRESETS = {
                                    context=10),
     "small": lambda: SemanticConfig(dim=192, layers=4, heads=4, layer=3),
     "base": lambda: SemanticConfig(clusters=1024, dim=512, layers=8, heads=8, layer=6),
+    # Speech: MFCCs alone (chroma is pitch: intonation and voice, not phonemes) from a 43 ms
+    # window, normalized per input; its iteration-1 tokens carry more of what is said and
+    # less of who says it (benchmarks/token_phone_probe.py, BENCHMARKS.md).
+    "speech": lambda: SemanticConfig(dim=192, layers=4, heads=4, layer=3, chroma_weight=0.0,
+                                     mfcc_fft=1024, cmvn=True),
 }
 
 
@@ -88,6 +96,17 @@ class SemanticEncoder(nn.Module):
         return h if upto is not None else self.norm_out(h)
 
 
+def cmvn(f: torch.Tensor, n_mfcc: int) -> torch.Tensor:
+    """Handmade features [B, n, D] with the MFCCs (the first ``n_mfcc`` columns) brought
+    to zero mean and unit deviation over each input's frames: the speaker's and the
+    channel's average spectral shape removed, what changes from sound to sound kept
+    (speech recognition's cepstral mean and variance normalization)."""
+    c = f[..., :n_mfcc]
+    c = (c - c.mean(1, keepdim=True)) / c.std(1, keepdim=True).clamp_min(1e-3) \
+        if f.shape[1] > 1 else c - c.mean(1, keepdim=True)
+    return torch.cat([c, f[..., n_mfcc:]], dim=-1)
+
+
 class SemanticModel(nn.Module):
     feat_mean: torch.Tensor
     feat_std: torch.Tensor
@@ -96,7 +115,9 @@ class SemanticModel(nn.Module):
     def __init__(self, cfg: SemanticConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        d = 3 * cfg.n_mfcc + 12 if cfg.iteration == 1 else cfg.dim
+        if not 0 <= cfg.deltas <= 2:
+            raise ValueError(f"deltas must be 0, 1 or 2, not {cfg.deltas}")
+        d = (1 + cfg.deltas) * cfg.n_mfcc + 12 if cfg.iteration == 1 else cfg.dim
         self.register_buffer("feat_mean", torch.zeros(d))
         self.register_buffer("feat_std", torch.ones(d))
         self.register_buffer("centroids", torch.zeros(cfg.clusters, d))
@@ -108,7 +129,10 @@ class SemanticModel(nn.Module):
         """Audio [B, T] at cfg.sample_rate -> unstandardized features [B, T // hop, D]."""
         cfg = self.cfg
         if self.encoder is None:
-            return handmade(x, cfg.sample_rate, cfg.hop, cfg.n_mfcc)
+            f = handmade(x, cfg.sample_rate, cfg.hop, cfg.n_mfcc, mfcc_fft=cfg.mfcc_fft)
+            if cfg.deltas < 2:
+                f = torch.cat([f[..., : (1 + cfg.deltas) * cfg.n_mfcc], f[..., -12:]], dim=-1)
+            return cmvn(f, cfg.n_mfcc) if cfg.cmvn else f
         mel = log_mel(x, cfg.sample_rate, cfg.hop, cfg.stack, cfg.n_mels)
         return self._windowed(mel)
 

@@ -58,6 +58,7 @@ TRAIN_PRESETS = {
                                         val_clips=2),
     "small": SemanticTrainConfig,
     "base": lambda: SemanticTrainConfig(batch_size=64, steps=50_000, val_every=2000),
+    "speech": SemanticTrainConfig,
 }
 
 
