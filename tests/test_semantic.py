@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from aimusic.audio import save_audio
 from aimusic.cli import app
 from aimusic.cluster import kmeans, minibatch_kmeans, nearest
-from aimusic.errors import ArtifactError
+from aimusic.errors import ArtifactError, ConfigError
 from aimusic.semantic.evaluate import agreement, nmi, pairs
 from aimusic.semantic.features import handmade, log_mel
 from aimusic.semantic.model import PRESETS, SemanticConfig, SemanticModel, cmvn, load_semantic
@@ -112,7 +112,7 @@ def test_speech_preset_tokens_ignore_gain_and_pitch_class() -> None:
     assert np.mean(loud == quiet) < 0.5
     assert SemanticModel(SemanticConfig(sample_rate=SR, deltas=1)).raw_features(
         torch.from_numpy(x)[None]).shape[-1] == 2 * 13 + 12
-    with pytest.raises(ValueError, match="deltas"):
+    with pytest.raises(ConfigError, match="deltas"):
         SemanticModel(SemanticConfig(deltas=3))
 
 

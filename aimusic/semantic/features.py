@@ -53,17 +53,20 @@ def deltas(f: torch.Tensor) -> torch.Tensor:
 
 
 def handmade(x: torch.Tensor, sr: int, hop: int, n_mfcc: int = 13, n_mels: int = 64,
-             mfcc_fft: int = 2048, chroma_fft: int = 4096) -> torch.Tensor:
-    """x [B, T] -> [B, T // hop, 3 * n_mfcc + 12]: MFCC, deltas, delta-deltas, chroma."""
+             mfcc_fft: int = 2048, chroma_fft: int = 4096, orders: int = 2) -> torch.Tensor:
+    """x [B, T] -> [B, T // hop, (1 + orders) * n_mfcc + 12]: MFCC, its first ``orders``
+    differences (deltas, delta-deltas), chroma."""
     x = x.float()
     frames = x.shape[-1] // hop
     mel = _mel_basis(sr, mfcc_fft, n_mels).to(x.device) @ _power(x, mfcc_fft, hop, frames)
     mfcc = (_dct(n_mels, n_mfcc).to(x.device) @ torch.log(mel + 1e-8)).transpose(1, 2)
-    d1 = deltas(mfcc)
+    blocks = [mfcc]
+    for _ in range(orders):
+        blocks.append(deltas(blocks[-1]))
     chroma = _chroma_basis(sr, chroma_fft).to(x.device) @ _power(x, chroma_fft, hop, frames)
     # each frame's chroma as shares of its energy: pitch classes, not loudness
     chroma = (chroma / (chroma.sum(1, keepdim=True) + 1e-8)).transpose(1, 2)
-    return torch.cat([mfcc, d1, deltas(d1), chroma], dim=-1)
+    return torch.cat([*blocks, chroma], dim=-1)
 
 
 def log_mel(x: torch.Tensor, sr: int, hop: int, stack: int = 4, n_mels: int = 80) -> torch.Tensor:

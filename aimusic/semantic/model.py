@@ -11,7 +11,8 @@ standardization, centroids and, for iteration 2, the encoder's weights.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from torch import nn
 from aimusic.artifacts import load_artifact, save_artifact
 from aimusic.cluster import nearest
 from aimusic.config import config_from_dict, config_to_dict
-from aimusic.errors import ArtifactError
+from aimusic.errors import ArtifactError, ConfigError
 from aimusic.semantic.features import handmade, log_mel
 
 FORMAT_KIND, FORMAT_VERSION = "semantic", 1
@@ -54,7 +55,7 @@ class SemanticConfig:
         return self.sample_rate / self.hop
 
 
-PRESETS = {
+PRESETS: dict[str, Callable[[], SemanticConfig]] = {
     "tiny": lambda: SemanticConfig(clusters=16, dim=32, layers=2, heads=2, layer=1, window=50,
                                    context=10),
     "small": lambda: SemanticConfig(dim=192, layers=4, heads=4, layer=3),
@@ -62,8 +63,7 @@ PRESETS = {
     # Speech: MFCCs alone (chroma is pitch: intonation and voice, not phonemes) from a 43 ms
     # window, normalized per input; its iteration-1 tokens carry more of what is said and
     # less of who says it (benchmarks/token_phone_probe.py, BENCHMARKS.md).
-    "speech": lambda: SemanticConfig(dim=192, layers=4, heads=4, layer=3, chroma_weight=0.0,
-                                     mfcc_fft=1024, cmvn=True),
+    "speech": lambda: replace(PRESETS["small"](), chroma_weight=0.0, mfcc_fft=1024, cmvn=True),
 }
 
 
@@ -101,9 +101,9 @@ def cmvn(f: torch.Tensor, n_mfcc: int) -> torch.Tensor:
     to zero mean and unit deviation over each input's frames: the speaker's and the
     channel's average spectral shape removed, what changes from sound to sound kept
     (speech recognition's cepstral mean and variance normalization)."""
-    c = f[..., :n_mfcc]
-    c = (c - c.mean(1, keepdim=True)) / c.std(1, keepdim=True).clamp_min(1e-3) \
-        if f.shape[1] > 1 else c - c.mean(1, keepdim=True)
+    c = f[..., :n_mfcc] - f[..., :n_mfcc].mean(1, keepdim=True)
+    if f.shape[1] > 1:  # one frame has no deviation
+        c = c / c.std(1, keepdim=True).clamp_min(1e-3)
     return torch.cat([c, f[..., n_mfcc:]], dim=-1)
 
 
@@ -116,7 +116,7 @@ class SemanticModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         if not 0 <= cfg.deltas <= 2:
-            raise ValueError(f"deltas must be 0, 1 or 2, not {cfg.deltas}")
+            raise ConfigError(f"deltas must be 0, 1 or 2, not {cfg.deltas}")
         d = (1 + cfg.deltas) * cfg.n_mfcc + 12 if cfg.iteration == 1 else cfg.dim
         self.register_buffer("feat_mean", torch.zeros(d))
         self.register_buffer("feat_std", torch.ones(d))
@@ -129,9 +129,8 @@ class SemanticModel(nn.Module):
         """Audio [B, T] at cfg.sample_rate -> unstandardized features [B, T // hop, D]."""
         cfg = self.cfg
         if self.encoder is None:
-            f = handmade(x, cfg.sample_rate, cfg.hop, cfg.n_mfcc, mfcc_fft=cfg.mfcc_fft)
-            if cfg.deltas < 2:
-                f = torch.cat([f[..., : (1 + cfg.deltas) * cfg.n_mfcc], f[..., -12:]], dim=-1)
+            f = handmade(x, cfg.sample_rate, cfg.hop, cfg.n_mfcc, mfcc_fft=cfg.mfcc_fft,
+                         orders=cfg.deltas)
             return cmvn(f, cfg.n_mfcc) if cfg.cmvn else f
         mel = log_mel(x, cfg.sample_rate, cfg.hop, cfg.stack, cfg.n_mels)
         return self._windowed(mel)
