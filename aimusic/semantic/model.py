@@ -1,7 +1,9 @@
 """The semantic tokenizer: frame features -> nearest of ``clusters`` centroids.
 
 Iteration 1 (HuBERT's first iteration): the features are the hand-made ones of
-``features.handmade``, standardized with the training set's mean and deviation.
+``features.handmade``, standardized with the training set's mean and deviation (for
+speech, the ``speech`` preset: no chroma, and the MFCCs normalized over each input first,
+:func:`cmvn`).
 Iteration 2: a small transformer reads log-mel frames; it was trained to predict the
 iteration-1 clusters of masked frames from their context (``train.py``), and the features
 are one of its middle layers. Both save as one ``aimusic.semantic/1`` file: config,
