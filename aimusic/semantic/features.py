@@ -53,9 +53,11 @@ def deltas(f: torch.Tensor) -> torch.Tensor:
 
 
 def handmade(x: torch.Tensor, sr: int, hop: int, n_mfcc: int = 13, n_mels: int = 64,
-             mfcc_fft: int = 2048, chroma_fft: int = 4096, orders: int = 2) -> torch.Tensor:
+             mfcc_fft: int = 2048, chroma_fft: int = 4096, orders: int = 2,
+             chroma: bool = True) -> torch.Tensor:
     """x [B, T] -> [B, T // hop, (1 + orders) * n_mfcc + 12]: MFCC, its first ``orders``
-    differences (deltas, delta-deltas), chroma."""
+    differences (deltas, delta-deltas), chroma (zeros, not computed, when ``chroma`` is
+    False: a model that gives it no weight keeps its layout without its cost)."""
     x = x.float()
     frames = x.shape[-1] // hop
     mel = _mel_basis(sr, mfcc_fft, n_mels).to(x.device) @ _power(x, mfcc_fft, hop, frames)
@@ -63,10 +65,12 @@ def handmade(x: torch.Tensor, sr: int, hop: int, n_mfcc: int = 13, n_mels: int =
     blocks = [mfcc]
     for _ in range(orders):
         blocks.append(deltas(blocks[-1]))
-    chroma = _chroma_basis(sr, chroma_fft).to(x.device) @ _power(x, chroma_fft, hop, frames)
+    if not chroma:
+        return torch.cat([*blocks, mfcc.new_zeros(*mfcc.shape[:2], 12)], dim=-1)
+    pc = _chroma_basis(sr, chroma_fft).to(x.device) @ _power(x, chroma_fft, hop, frames)
     # each frame's chroma as shares of its energy: pitch classes, not loudness
-    chroma = (chroma / (chroma.sum(1, keepdim=True) + 1e-8)).transpose(1, 2)
-    return torch.cat([*blocks, chroma], dim=-1)
+    pc = (pc / (pc.sum(1, keepdim=True) + 1e-8)).transpose(1, 2)
+    return torch.cat([*blocks, pc], dim=-1)
 
 
 def log_mel(x: torch.Tensor, sr: int, hop: int, stack: int = 4, n_mels: int = 80) -> torch.Tensor:

@@ -132,7 +132,7 @@ class SemanticModel(nn.Module):
         cfg = self.cfg
         if self.encoder is None:
             f = handmade(x, cfg.sample_rate, cfg.hop, cfg.n_mfcc, mfcc_fft=cfg.mfcc_fft,
-                         orders=cfg.deltas)
+                         orders=cfg.deltas, chroma=cfg.chroma_weight != 0)
             return cmvn(f, cfg.n_mfcc) if cfg.cmvn else f
         mel = log_mel(x, cfg.sample_rate, cfg.hop, cfg.stack, cfg.n_mels)
         return self._windowed(mel)
