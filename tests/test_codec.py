@@ -161,7 +161,9 @@ def tiny_istft():
 
 
 HEADS = {"conv": preset_tiny, "istft": tiny_istft,
-         "istft-bin-phase": lambda: dataclasses.replace(tiny_istft(), head_bin_phase=True)}
+         "istft-bin-phase": lambda: dataclasses.replace(tiny_istft(), head_bin_phase=True),
+         # the speech preset's kind: STFT frames in, inverse STFT out
+         "stft-istft": lambda: dataclasses.replace(tiny_istft(), encoder="stft")}
 
 
 @pytest.mark.parametrize("head", HEADS)
@@ -177,7 +179,7 @@ def test_chunked_streaming_equals_whole_file(head: str) -> None:
     np.testing.assert_allclose(y, codec.decode(whole[None])[0, 0].numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("head", ["conv", "istft"])
+@pytest.mark.parametrize("head", ["conv", "istft", "stft-istft"])
 def test_tiny_codec_learns_a_real_clip(real_clip: Path, tmp_path: Path, head: str) -> None:
     """Overfit three seconds of recorded music: mel distance falls by a large factor."""
     clip = load_audio(real_clip, SR)

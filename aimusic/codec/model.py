@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from aimusic.artifacts import load_artifact, save_artifact
-from aimusic.codec.modules import Decoder, Encoder, SpectralDecoder
+from aimusic.codec.modules import Decoder, Encoder, SpectralDecoder, SpectralEncoder
 from aimusic.codec.quantizer import ResidualVQ
 from aimusic.config import config_from_dict, config_to_dict
 from aimusic.errors import AimusicError, ArtifactError
@@ -39,6 +39,8 @@ class CodecConfig:
     head_channels: int = 512  # width of the istft decoder
     head_dilations: tuple[int, ...] = (1, 3, 9, 1, 3, 9)  # its residual units
     head_bin_phase: bool = False  # istft: phase predicted relative to each bin's own advance
+    encoder: str = "conv"  # "conv" (strided convs on the waveform, SEANet) or "stft" (convs on
+    # its STFT frames, as wide as the istft head and with its residual units)
 
     @property
     def hop(self) -> int:
@@ -89,13 +91,17 @@ def preset_small() -> CodecConfig:
 
 
 def preset_speech() -> CodecConfig:
-    """``small``'s encoder and quantizer with the inverse-STFT decoder (``head="istft"``).
+    """The spectral encoder (``encoder="stft"``) and the inverse-STFT decoder
+    (``head="istft"``), ``small``'s quantizer: every layer at the frame rate.
 
     The conv decoder, trained an hour on a CPU, smears speech's formants and harmonics into
     noise and leaves tones at 3 and 6 kHz (its 8-sample output patches); speech judged by
-    a recognizer or a speaker encoder needs exactly those formants."""
+    a recognizer or a speaker encoder needs exactly those formants. The conv encoder (the
+    bundled speech codec's: ``encoder: conv``) kept about half of the 1-4 kHz envelope the
+    words are in; trained from scratch for the same CPU time, the stft encoder's round trip
+    halves the recognizer's word error (BENCHMARKS.md, "A spectral encoder for speech")."""
     return CodecConfig(patch=8, channels=64, ratios=(4, 5, 2), dilations=(1, 3), dim=128,
-                       codebook_dim=128, head="istft")
+                       codebook_dim=128, head="istft", encoder="stft")
 
 
 def preset_base() -> CodecConfig:
@@ -113,8 +119,16 @@ class Codec(nn.Module):
     def __init__(self, cfg: CodecConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.encoder = Encoder(cfg.channels, cfg.ratios, cfg.dim, cfg.dilations,
-                               cfg.causal, cfg.patch)
+        self.encoder: nn.Module
+        if cfg.encoder == "stft":
+            if cfg.causal:
+                raise AimusicError("the stft encoder is not causal; use encoder: conv")
+            self.encoder = SpectralEncoder(cfg.dim, cfg.head_channels, cfg.hop, cfg.head_dilations)
+        elif cfg.encoder == "conv":
+            self.encoder = Encoder(cfg.channels, cfg.ratios, cfg.dim, cfg.dilations,
+                                   cfg.causal, cfg.patch)
+        else:
+            raise AimusicError(f"unknown codec encoder {cfg.encoder!r}: choose conv or stft")
         self.quantizer = ResidualVQ(cfg.dim, cfg.levels, cfg.codebook_size, cfg.codebook_dim,
                                     cfg.ema_decay)
         self.decoder: nn.Module

@@ -112,6 +112,48 @@ class Encoder(nn.Module):
         return self.net(x)
 
 
+class SpectralEncoder(nn.Module):
+    """[B, 1, T] audio -> [B, dim, T / hop] latent frames, read from its STFT (the istft
+    head's mirror, for speech).
+
+    The STFT (Hann window of ``n_fft = 4 * hop``, hop ``hop``, the frames the istft head
+    makes) gives each frame's log magnitudes and its power-law compressed complex spectrum
+    (``|X|^0.3`` with X's phase: how loud partials line up); a 1x1 conv takes them to
+    ``channels``, residual units at the frame rate mix neighbouring frames, a conv makes the
+    latent. The spectral envelope the words are in (the 1-4 kHz formants) is then a linear
+    read of the input, where a waveform encoder must learn its own filterbank first: the
+    bundled speech codec's, trained with a loss that was blind above 2.5 kHz, holds about
+    half of that envelope's variance (BENCHMARKS.md). Each frame depends on the samples
+    within ``n_fft / 2`` of its centre (``window_frames`` frames on each side) and on
+    the frames its convs see.
+    """
+
+    def __init__(self, dim: int, channels: int, hop: int, dilations: tuple[int, ...]) -> None:
+        super().__init__()
+        self.hop, self.n_fft = hop, 4 * hop
+        self.window_frames = 2
+        bins = self.n_fft // 2 + 1
+        layers: list[nn.Module] = [Conv(3 * bins, channels, 1), nn.ELU(), Conv(channels, channels, 3)]
+        layers += _units(channels, dilations, False)
+        layers += [nn.ELU(), Conv(channels, dim, 3)]
+        self.net = nn.Sequential(*layers)
+        self.window: torch.Tensor
+        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 1, T] (T a multiple of hop) -> [B, 3 * bins, T / hop]: log magnitude, and the
+        real and imaginary parts of the compressed spectrum."""
+        frames = x.shape[-1] // self.hop
+        spec = torch.stft(x.squeeze(1).float(), self.n_fft, self.hop, self.n_fft, self.window,
+                          center=True, return_complex=True)[..., :frames]
+        mag = spec.abs()
+        comp = spec * (mag.clamp_min(1e-7).pow(0.3) / mag.clamp_min(1e-7))
+        return torch.cat([torch.log(mag + 1e-4), comp.real, comp.imag], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.features(x))
+
+
 class Decoder(nn.Module):
     """[B, dim, F] latent frames -> [B, 1, F * patch * prod(ratios)] audio."""
 

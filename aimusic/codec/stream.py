@@ -53,7 +53,10 @@ def _receptive(layers, rate: float) -> float:
 def context_frames(codec: Codec) -> int:
     """Frames of context on each side that make chunked output equal a whole-file pass."""
     hop = codec.cfg.hop
-    enc = _receptive(codec.encoder.net, codec.cfg.patch) / hop  # in frames
+    if hasattr(codec.encoder, "window_frames"):  # runs at the frame rate, after an STFT
+        enc = _receptive(codec.encoder.net, 1.0) + codec.encoder.window_frames
+    else:
+        enc = _receptive(codec.encoder.net, codec.cfg.patch) / hop  # in frames
     dec = _receptive(codec.decoder.net, 1.0)  # in frames (input is at frame rate)
     dec += getattr(codec.decoder, "window_frames", 0)  # an inverse STFT's window
     return int(math.ceil(max(enc, dec))) + 2
