@@ -23,7 +23,7 @@ import torch
 from aimusic.artifacts import load_artifact, save_artifact
 from aimusic.audio import _open
 from aimusic.codec.model import Codec
-from aimusic.codec.modules import Conv, ConvTranspose, ResidualUnit
+from aimusic.codec.modules import Conv, ConvTranspose, ResidualUnit, SpectralEncoder
 from aimusic.errors import ArtifactError, AudioError
 from aimusic.fileio import atomic_path
 
@@ -53,7 +53,7 @@ def _receptive(layers, rate: float) -> float:
 def context_frames(codec: Codec) -> int:
     """Frames of context on each side that make chunked output equal a whole-file pass."""
     hop = codec.cfg.hop
-    if hasattr(codec.encoder, "window_frames"):  # runs at the frame rate, after an STFT
+    if isinstance(codec.encoder, SpectralEncoder):  # at the frame rate, after an STFT
         enc = _receptive(codec.encoder.net, 1.0) + codec.encoder.window_frames
     else:
         enc = _receptive(codec.encoder.net, codec.cfg.patch) / hop  # in frames
