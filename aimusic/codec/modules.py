@@ -112,6 +112,16 @@ class Encoder(nn.Module):
         return self.net(x)
 
 
+def frame_stft(x: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor,
+               frames: int) -> torch.Tensor:
+    """Audio [B, 1, T] -> complex STFT [B, n_fft // 2 + 1, frames], frame f centred on
+    sample f * hop (x zero-padded or cut to ``frames * hop``): the frames the istft head
+    writes and the spectral encoder reads."""
+    x = x.squeeze(1).float()
+    x = nn.functional.pad(x, (0, max(0, frames * hop - x.shape[-1])))[:, :frames * hop]
+    return torch.stft(x, n_fft, hop, n_fft, window, center=True, return_complex=True)[..., :frames]
+
+
 class SpectralEncoder(nn.Module):
     """[B, 1, T] audio -> [B, dim, T / hop] latent frames, read from its STFT (the istft
     head's mirror, for speech).
@@ -143,9 +153,7 @@ class SpectralEncoder(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, 1, T] (T a multiple of hop) -> [B, 3 * bins, T / hop]: log magnitude, and the
         real and imaginary parts of the compressed spectrum."""
-        frames = x.shape[-1] // self.hop
-        spec = torch.stft(x.squeeze(1).float(), self.n_fft, self.hop, self.n_fft, self.window,
-                          center=True, return_complex=True)[..., :frames]
+        spec = frame_stft(x, self.n_fft, self.hop, self.window, x.shape[-1] // self.hop)
         mag = spec.abs()
         comp = spec * (mag.clamp_min(1e-7).pow(0.3) / mag.clamp_min(1e-7))
         return torch.cat([torch.log(mag + 1e-4), comp.real, comp.imag], dim=1)
@@ -236,10 +244,7 @@ class SpectralDecoder(nn.Module):
         """Audio [B, 1, T] -> its complex STFT [B, n_fft // 2 + 1, frames] in this head's
         window, hop and frames (x zero-padded or cut to ``frames * hop``): the target that
         ``spectrum`` is trained towards, and what diagnoses put in its place."""
-        x = x.squeeze(1).float()
-        x = nn.functional.pad(x, (0, max(0, frames * self.hop - x.shape[-1])))[:, :frames * self.hop]
-        return torch.stft(x, self.n_fft, self.hop, self.n_fft, self.window, center=True,
-                          return_complex=True)[..., :frames]
+        return frame_stft(x, self.n_fft, self.hop, self.window, frames)
 
     def synthesize(self, log_mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
         """(log magnitude, phase) [B, bins, F] -> audio [B, 1, F * hop] (inverse STFT)."""
