@@ -29,8 +29,8 @@
 # 1-4 kHz R^2 on speech frames; the WER target wants about 0.9).
 # SCRATCH=1 trains a fresh codec of the `speech` preset instead (no --init, no codec.safetensors
 # needed; adversarial after VE steps): since "A spectral encoder for speech" (BENCHMARKS.md,
-# 2026-12-02) that preset reads the STFT, and 70 CPU-minutes of it from scratch halved the
-# round trip's WER (3.98 -> about 2 times the recordings'). This is now the run to make;
+# 2026-12-02) that preset reads the STFT, and 70 CPU-minutes of it from scratch cut the
+# round trip's WER from 3.98 to about 1.5 times the recordings'. This is now the run to make;
 # judge it as above, then tokenize data/speech-aug and train the coarse and fine LMs on it.
 # LOCAL=1 rehearses the same steps on this CPU with a short budget.
 export PYTHONUNBUFFERED=1

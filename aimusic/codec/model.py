@@ -99,7 +99,8 @@ def preset_speech() -> CodecConfig:
     a recognizer or a speaker encoder needs exactly those formants. The conv encoder (the
     bundled speech codec's: ``encoder: conv``) kept about half of the 1-4 kHz envelope the
     words are in; trained from scratch for the same CPU time, the stft encoder's round trip
-    halves the recognizer's word error (BENCHMARKS.md, "A spectral encoder for speech")."""
+    leaves the recognizer 1.5 times the recordings' word error where the conv encoder's
+    left 4 times (BENCHMARKS.md, "A spectral encoder for speech")."""
     return CodecConfig(patch=8, channels=64, ratios=(4, 5, 2), dilations=(1, 3), dim=128,
                        codebook_dim=128, head="istft", encoder="stft")
 
