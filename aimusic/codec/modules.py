@@ -132,8 +132,9 @@ class SpectralEncoder(nn.Module):
     ``channels``, residual units at the frame rate mix neighbouring frames, a conv makes the
     latent. The spectral envelope the words are in (the 1-4 kHz formants) is then a linear
     read of the input, where a waveform encoder must learn its own filterbank first: the
-    bundled speech codec's, trained with a loss that was blind above 2.5 kHz, holds about
-    half of that envelope's variance (BENCHMARKS.md). Each frame depends on the samples
+    bundled speech codec's, trained with a magnitude loss that was blind to bins predicted
+    70 dB down (most of them above 2.5 kHz), holds about half of that envelope's variance
+    (BENCHMARKS.md). Each frame depends on the samples
     within ``n_fft / 2`` of its centre (``window_frames`` frames on each side) and on
     the frames its convs see.
     """
