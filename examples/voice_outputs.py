@@ -62,7 +62,7 @@ from aimusic.codec.modules import SpectralDecoder
 from aimusic.dsp import equalize, log_envelope, prompt_eq
 from aimusic.fileio import write_json
 from aimusic.gen import load_chain
-from aimusic.gen.chain import continue_audio
+from aimusic.gen.chain import continue_audio, sampling_for
 from aimusic.lm.model import load_lm
 from aimusic.runtime import configure_threads
 from aimusic.voice.tts import PROMPT_EQ, READING_FILE, SPEAK_FINE, VOICE_MATCH, speak_text
@@ -126,6 +126,12 @@ def main() -> None:
                     help="Equalize each output to undo how the codec (or Opus) colours its "
                          "prompt's voice (default: on for both tasks, as speak's; off for "
                          "round trips).")
+    ap.add_argument("--temperature", type=float, nargs="+", metavar="T",
+                    help="Sampling temperature, once or per stage (semantic, coarse, fine), as "
+                         "speak's --temperature: for speak the semantic stage's is the reading "
+                         "LM's (default 1.0 0.8 0.6).")
+    ap.add_argument("--top-k", type=int, nargs="+", metavar="K",
+                    help="Top-k, once or per stage, as --temperature (default 250; 0: off).")
     ap.add_argument("--voice-utterances", type=int, default=0, metavar="N",
                     help="The voice of speak (and of a round trip's --prompt-eq): the next N "
                          "utterances of the speaker, whole, instead of the next one's first "
@@ -150,6 +156,7 @@ def main() -> None:
     if a.models is None:
         raise SystemExit("give --models (or --roundtrip CODEC, or --opus KBPS)")
     chain = load_chain(a.models, "flat")
+    sampling = sampling_for(chain.stages, a.temperature, a.top_k)
     lm = None if a.no_speak or a.oracle_semantic else load_lm(a.models / READING_FILE, "reading")
     sr = chain.sample_rate
     listing, speed = [], []
@@ -163,12 +170,12 @@ def main() -> None:
                 if a.oracle_semantic:
                     said = render_semantic(chain, audio[:cut],
                                            audio[cut:cut + int(a.seconds * sr)], seed,
-                                           a.voice_match, a.fine, a.prompt_eq)
+                                           a.voice_match, a.fine, a.prompt_eq, sampling)
                 else:
                     said = continue_audio(chain, audio[:cut], a.seconds,
                                           prompt_seconds=a.prompt_seconds,
                                           continuation_only=True, seed=seed,
-                                          voice_match=a.voice_match, fine=a.fine,
+                                          sampling=sampling, voice_match=a.voice_match, fine=a.fine,
                                           eq=a.prompt_eq)["audio"]
                 name = f"continue-{speaker}-{k:03d}.wav"
                 save_audio(a.out / name, said, sr)
@@ -184,11 +191,11 @@ def main() -> None:
             if lm is None:  # --oracle-semantic: the recording's own tokens, in the voice
                 save_audio(a.out / name,
                            render_semantic(chain, voice, audio, seed, a.voice_match, a.fine,
-                                           a.prompt_eq), sr)
+                                           a.prompt_eq, sampling), sr)
                 continue
             t0 = time.perf_counter()
             r = speak_text(chain, lm, e["text"], voice, voice_name=voice_e["path"], seed=seed,
-                           voice_match=a.voice_match, fine=a.fine, eq=a.prompt_eq)
+                           sampling=sampling, voice_match=a.voice_match, fine=a.fine, eq=a.prompt_eq)
             wall = time.perf_counter() - t0
             save_audio(a.out / name, r["audio"], sr)
             speed.append({"words": len(e["text"].split()), "seconds": r["seconds"], "wall": wall})
@@ -237,14 +244,14 @@ def judged_utterances(entries: list[dict], min_seconds: float, voices: list[str]
 
 
 def render_semantic(chain, prompt: np.ndarray, source: np.ndarray, seed: int,
-                    voice_match: int, fine: bool, eq: bool) -> np.ndarray:
+                    voice_match: int, fine: bool, eq: bool, sampling: dict) -> np.ndarray:
     """``source``'s own semantic tokens rendered by the coarse and fine LMs after
     ``prompt`` (as `speak` renders the reading LM's): what is said is right by construction."""
-    from aimusic.gen.chain import decode_new, encode_prompt, sample_tokens, sampling_for
+    from aimusic.gen.chain import decode_new, encode_prompt, sample_tokens
 
     sem, codes = encode_prompt(chain, prompt, prompt.size // chain.token_samples)
     real = torch.from_numpy(chain.semantic.tokens(np.ascontiguousarray(source))).long()
-    _, new, _ = sample_tokens(chain, sem, codes, real.numel(), sampling_for(chain.stages),
+    _, new, _ = sample_tokens(chain, sem, codes, real.numel(), sampling,
                               seed=seed, given=real, fine=fine)
     _, y = decode_new(chain, codes, new, 0, voice_match, prompt if eq else None)
     return y[:source.size]

@@ -131,16 +131,21 @@ def test_reading_lm_learns_to_read_far_below_text_free_baselines() -> None:
     base = T.baselines(train, val, 16)
     model = TokenLM(cfg)
     before = T.reading_ce(model, cfg.layout, val, torch.device("cpu"))
-    r = T.fit_reading(model, train, val, LMTrainConfig(steps=300, batch_size=16, lr=3e-3,
-                                                       warmup=20, val_every=150),
+    # 300 steps read [3, 7] right on some machines and stopped after [3] on others (float
+    # rounding differs between CPUs); from four seeds, 500 read all three sentences below
+    r = T.fit_reading(model, train, val, LMTrainConfig(steps=500, batch_size=16, lr=3e-3,
+                                                       warmup=20, val_every=250),
                       torch.device("cpu"), show_progress=False)
-    assert r["step"] == 300 and len(r["history"]) == 2
+    assert r["step"] == 500 and len(r["history"]) == 2
     # the bigram sees runs but not which phoneme comes next; the reader does
     assert r["val_ce"] < 0.5 * base["bigram_ce"] < before, (r["val_ce"], base, before)
-    gen = torch.Generator().manual_seed(0)
-    said = T.read_text(model, [3, 7], temperature=0.01, generator=gen)
-    runs = [int(v) for k, v in enumerate(said) if k == 0 or v != said[k - 1]]
-    assert runs == [3, 7] and 4 <= said.numel() <= 6, said  # what to say; about how long
+    for phonemes in ([3, 7], [1, 5, 2], [8, 0]):
+        gen = torch.Generator().manual_seed(0)
+        said = T.read_text(model, phonemes, temperature=0.01, generator=gen)
+        runs = [int(v) for k, v in enumerate(said) if k == 0 or v != said[k - 1]]
+        frames = sum(2 + p % 3 for p in phonemes)
+        # what to say, and about how long
+        assert runs == phonemes and abs(said.numel() - frames) <= 1, (phonemes, said)
 
 
 def _need_espeak() -> None:
@@ -207,6 +212,11 @@ def test_train_tts_and_speak_through_the_cli(speech_setup, tmp_path: Path) -> No
     cli("--seed", "3", "speak", "Hello there.", "--voice", str(voice), "-o", str(other),
         "--models", str(models), "--fine" if not T.SPEAK_FINE else "--no-fine")
     assert other.read_bytes() != wav.read_bytes() and audio_info(other).duration == info.duration
+    greedy = [tmp_path / "greedy-3.wav", tmp_path / "greedy-4.wav"]
+    for s, g in zip(("3", "4"), greedy):  # every stage greedy, the reader's too (the first
+        cli("--seed", s, "speak", "Hello there.", "--voice", str(voice), "-o", str(g),  # value)
+            "--models", str(models), "--temperature", "0")
+    assert greedy[0].read_bytes() == greedy[1].read_bytes()  # so the seed changes nothing
     lines = tmp_path / "lines.txt"
     lines.write_text("First line.\n\nSecond one.\n")
     out = cli("speak", "--text-file", str(lines), "-o", str(tmp_path / "many"), "--models",

@@ -396,14 +396,16 @@ def check_reader(chain: Any, lm: TokenLM) -> None:
 
 def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = None, *,
                voice_name: str = "<voice>", sampling: dict[str, Any] | None = None,
-               reading_temperature: float = 1.0, seed: int | None = None,
+               seed: int | None = None,
                progress: bool = False, voice_match: int = VOICE_MATCH,
                fine: bool = SPEAK_FINE, eq: bool = PROMPT_EQ) -> dict[str, Any]:
     """Say ``text`` in the voice of ``voice`` (mono float32 at the codec's rate; None: the
     acoustic LMs choose a voice); ``voice_match`` > 0 re-expresses the new frames in the
     voice's own (``gen.chain.match_voice``); ``eq`` equalizes the speech to undo how the
     codec colours the voice (``gen.chain.codec_eq``); ``fine=False`` skips the fine stage and decodes
-    the coarse levels alone. Returns what ``continue_audio`` returns, with
+    the coarse levels alone. ``sampling`` is ``sampling_for(chain.stages, ...)``'s: its
+    ``semantic`` entry is the reading LM's (which writes the semantic tokens in place of the
+    semantic LM). Returns what ``continue_audio`` returns, with
     the ``phonemes`` and the number of semantic tokens read."""
     from aimusic.gen.chain import (
         StageProgress,
@@ -432,15 +434,18 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
     else:
         sem, codes = torch.zeros(0, dtype=torch.long), torch.zeros(K, 0, dtype=torch.long)
     t_enc = time.perf_counter() - t0
+    sampling = sampling or sampling_for(chain.stages)
+    rs = sampling["semantic"]
     gen = torch.Generator().manual_seed(stage_seed(seed, "reading"))
     t1 = time.perf_counter()
-    read = read_text(lm, ph.encode(phones), reading_temperature, generator=gen, voice=sem)
+    read = read_text(lm, ph.encode(phones), rs.temperature, rs.top_k, rs.top_p, generator=gen,
+                     voice=sem)
     t_read = time.perf_counter() - t1
     if read.numel() == 0:
         raise AimusicError(f"the reading LM ended {text!r} before saying anything; "
                            "try another --seed")
     _, new_codes, stats = sample_tokens(chain, sem, codes, read.numel(),
-                                        sampling or sampling_for(chain.stages), seed,
+                                        sampling, seed,
                                         progress=StageProgress(progress), given=read, fine=fine)
     t2 = time.perf_counter()
     # no voice: no prompt frames, nothing to match or equalize to
