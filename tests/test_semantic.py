@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -205,6 +206,10 @@ def test_iteration1_tokens_follow_the_notes_not_the_timbre(two_renders, tmp_path
                             "--preset", "tiny", "--iterations", "1", "--clusters", "24"])
     assert r.exit_code == 0, r.output
     m = load_semantic(out)
+    # k-means' loss, per dimension of the standardized features (each of variance 1): 24
+    # centroids explain part of it
+    extra = json.loads(runner.invoke(app, ["info", str(out), "--json"]).output)["extra"]
+    assert 0 < extra["inertia"] < 1, extra
     found = pairs(two_renders / "pairs")
     r = agreement(found, {"it1": m.tokens})["tokenizers"]["it1"]
     # the same notes in another timbre agree far more than other notes in another timbre

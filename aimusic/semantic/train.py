@@ -113,8 +113,12 @@ def fit_clusters(model: SemanticModel, feats: torch.Tensor, cfg: SemanticTrainCo
                            f"give more audio or fewer --clusters")
     c = minibatch_kmeans(f, k, steps=cfg.kmeans_steps, generator=gen)
     model.centroids.copy_(c)
-    usage = normalized_entropy(nearest(f, c), k)
-    return {"frames": int(f.shape[0]), "cluster_usage": round(usage, 4)}
+    assign = nearest(f, c)
+    usage = normalized_entropy(assign, k)
+    # mean squared distance of a frame to its centroid (per dimension): k-means' own loss
+    inertia = float((f - c[assign]).pow(2).mean())
+    return {"frames": int(f.shape[0]), "cluster_usage": round(usage, 4),
+            "inertia": round(inertia, 4)}
 
 
 def train_iteration1(collection, cfg_model: SemanticConfig, cfg: SemanticTrainConfig
