@@ -9,7 +9,8 @@
 # that was interrupted runs again from the start (training runs are minutes long).
 #
 # Knobs (environment): OUT, CORPUS, PIECES, PIECE_SECONDS, CODEC_MINUTES, LM_MINUTES,
-# CLIPS, PROMPT_SECONDS, CONTINUE_SECONDS, SEED.
+# CLIPS, PROMPT_SECONDS, CONTINUE_SECONDS, SEED; UNTIL=STEP stops after that step (corpus,
+# codec, semantic, tokenize, lms, report).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AIMUSIC=${AIMUSIC:-.venv/bin/aimusic}

@@ -8,7 +8,9 @@
 # redo a step). Needs `make speech-corpus` first.
 #
 # Knobs (environment): OUT, SPEECH, CODEC, CODEC_PRESET, SEMANTIC_PRESET, CODEC_MINUTES,
-# LM_MINUTES, TTS_MINUTES, ITEMS, SEED.
+# LM_MINUTES, TTS_MINUTES, ITEMS, SEED; UNTIL=STEP stops after that step (codec, semantic,
+# tokenize, lms, outputs, eval): `UNTIL=tokenize` makes the tokens on a CPU for LMs trained
+# on a GPU (benchmarks/gpu_pack_tokens.py, benchmarks/gpu-voice-aug.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AIMUSIC=${AIMUSIC:-.venv/bin/aimusic}
