@@ -119,6 +119,25 @@ def test_speech_preset_tokens_ignore_gain_and_pitch_class() -> None:
         SemanticModel(SemanticConfig(deltas=3))
 
 
+def test_sub_frames_put_finer_mfcc_frames_side_by_side() -> None:
+    """``sub_frames: s``: each token holds s MFCC frames (with their deltas) at hop / s,
+    normalized per input as one sequence; the zero chroma block stays last."""
+    cfg = replace(PRESETS["speech"](), sample_rate=SR, sub_frames=4)
+    x = np.concatenate([tone(f, 0.3) for f in (220.0, 660.0, 330.0)])
+    x = (x + np.random.default_rng(0).normal(0, 0.01, len(x))).astype(np.float32)
+    f = SemanticModel(cfg).raw_features(torch.from_numpy(x)[None])
+    assert f.shape == (1, x.size // cfg.hop, 4 * 3 * 13 + 12)
+    fine = cmvn(handmade(torch.from_numpy(x)[None], SR, cfg.hop // 4, 13, mfcc_fft=1024,
+                         chroma=False), 13)
+    # token 5's second frame is frame 21 at a quarter of the hop
+    assert torch.allclose(f[0, 5, 39:78], fine[0, 21, :39])
+    assert torch.all(f[..., -12:] == 0)
+    with pytest.raises(ConfigError, match="chroma"):  # chroma is one block a token
+        SemanticModel(replace(PRESETS["small"](), sub_frames=4))
+    with pytest.raises(ConfigError, match="divide"):
+        SemanticModel(replace(cfg, sub_frames=7))
+
+
 def test_span_mask_covers_spans_and_every_row() -> None:
     m = span_mask(16, 100, 0.05, 5, torch.Generator().manual_seed(0))
     assert m.shape == (16, 100) and m.any(1).all()

@@ -42,6 +42,7 @@ class SemanticConfig:
     mfcc_fft: int = 2048  # the MFCCs' analysis window, samples
     cmvn: bool = False  # MFCCs normalized over each input (mean and deviation per coefficient)
     deltas: int = 2  # orders of MFCC differences kept (0, 1 or 2)
+    sub_frames: int = 1  # MFCC frames per token, at hop / sub_frames, side by side (no chroma)
     # iteration 2 encoder
     n_mels: int = 80
     stack: int = 4
@@ -63,9 +64,11 @@ PRESETS: dict[str, Callable[[], SemanticConfig]] = {
     "small": lambda: SemanticConfig(dim=192, layers=4, heads=4, layer=3),
     "base": lambda: SemanticConfig(clusters=1024, dim=512, layers=8, heads=8, layer=6),
     # Speech: MFCCs alone (chroma is pitch: intonation and voice, not phonemes) from a 43 ms
-    # window, normalized per input; its iteration-1 tokens carry more of what is said and
-    # less of who says it (benchmarks/token_phone_probe.py, BENCHMARKS.md).
-    "speech": lambda: replace(PRESETS["small"](), chroma_weight=0.0, mfcc_fft=1024, cmvn=True),
+    # window, normalized per input, two frames a token; its iteration-1 tokens carry more
+    # of what is said and less of who says it (benchmarks/token_phone_probe.py,
+    # BENCHMARKS.md).
+    "speech": lambda: replace(PRESETS["small"](), chroma_weight=0.0, mfcc_fft=1024, cmvn=True,
+                              sub_frames=2),
 }
 
 
@@ -119,7 +122,11 @@ class SemanticModel(nn.Module):
         self.cfg = cfg
         if not 0 <= cfg.deltas <= 2:
             raise ConfigError(f"deltas must be 0, 1 or 2, not {cfg.deltas}")
-        d = (1 + cfg.deltas) * cfg.n_mfcc + 12 if cfg.iteration == 1 else cfg.dim
+        if cfg.sub_frames < 1 or cfg.hop % cfg.sub_frames:
+            raise ConfigError(f"sub_frames must divide hop ({cfg.hop}), not {cfg.sub_frames}")
+        if cfg.sub_frames > 1 and cfg.chroma_weight:
+            raise ConfigError("sub_frames > 1 needs chroma_weight: 0 (chroma is per token)")
+        d = cfg.sub_frames * (1 + cfg.deltas) * cfg.n_mfcc + 12 if cfg.iteration == 1 else cfg.dim
         self.register_buffer("feat_mean", torch.zeros(d))
         self.register_buffer("feat_std", torch.ones(d))
         self.register_buffer("centroids", torch.zeros(cfg.clusters, d))
@@ -131,9 +138,16 @@ class SemanticModel(nn.Module):
         """Audio [B, T] at cfg.sample_rate -> unstandardized features [B, T // hop, D]."""
         cfg = self.cfg
         if self.encoder is None:
-            f = handmade(x, cfg.sample_rate, cfg.hop, cfg.n_mfcc, mfcc_fft=cfg.mfcc_fft,
+            s = cfg.sub_frames
+            f = handmade(x, cfg.sample_rate, cfg.hop // s, cfg.n_mfcc, mfcc_fft=cfg.mfcc_fft,
                          orders=cfg.deltas, chroma=cfg.chroma_weight != 0)
-            return cmvn(f, cfg.n_mfcc) if cfg.cmvn else f
+            f = cmvn(f, cfg.n_mfcc) if cfg.cmvn else f
+            if s == 1:
+                return f
+            # s frames a token, side by side; then the (zero) chroma block, per token
+            n = x.shape[-1] // cfg.hop
+            f = f[:, :n * s, :-12].reshape(f.shape[0], n, -1)
+            return torch.cat([f, f.new_zeros(f.shape[0], n, 12)], dim=-1)
         mel = log_mel(x, cfg.sample_rate, cfg.hop, cfg.stack, cfg.n_mels)
         return self._windowed(mel)
 
