@@ -866,8 +866,9 @@ def speak_cmd(
     ] = True,
 ) -> None:
     """Text to speech in the voice of --voice: the reading LM, then the coarse and fine LMs.
-    --temperature, --top-k and --top-p take one value, or three: the reading LM's (in the
-    semantic stage's place), the coarse LM's and the fine LM's."""
+    --temperature, --top-k and --top-p take one value, or three (the option given three
+    times): the reading LM's (in the semantic stage's place), the coarse LM's and the fine
+    LM's."""
     from aimusic.audio import load_audio, save_audio
     from aimusic.gen import sampling_for
     from aimusic.lm.model import load_lm
