@@ -212,11 +212,13 @@ def test_train_tts_and_speak_through_the_cli(speech_setup, tmp_path: Path) -> No
     cli("--seed", "3", "speak", "Hello there.", "--voice", str(voice), "-o", str(other),
         "--models", str(models), "--fine" if not T.SPEAK_FINE else "--no-fine")
     assert other.read_bytes() != wav.read_bytes() and audio_info(other).duration == info.duration
+    # --temperature 0: every stage greedy, the reader's too (its first value), so the seed
+    # changes nothing
     greedy = [tmp_path / "greedy-3.wav", tmp_path / "greedy-4.wav"]
-    for s, g in zip(("3", "4"), greedy):  # every stage greedy, the reader's too (the first
-        cli("--seed", s, "speak", "Hello there.", "--voice", str(voice), "-o", str(g),  # value)
+    for s, g in zip(("3", "4"), greedy):
+        cli("--seed", s, "speak", "Hello there.", "--voice", str(voice), "-o", str(g),
             "--models", str(models), "--temperature", "0")
-    assert greedy[0].read_bytes() == greedy[1].read_bytes()  # so the seed changes nothing
+    assert greedy[0].read_bytes() == greedy[1].read_bytes()
     lines = tmp_path / "lines.txt"
     lines.write_text("First line.\n\nSecond one.\n")
     out = cli("speak", "--text-file", str(lines), "-o", str(tmp_path / "many"), "--models",
