@@ -46,6 +46,17 @@ def resolve_device(name: str | None = None) -> torch.device:
     return torch.device(name)
 
 
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 matrix products run fast here: CUDA, or a CPU with AVX-512 bf16
+    (elsewhere a CPU emulates them, slower than float32)."""
+    import torch
+
+    if device.type == "cuda":
+        return True
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return device.type == "cpu" and check is not None and bool(check())
+
+
 def seed_everything(seed: int) -> None:
     import numpy as np
     import torch
