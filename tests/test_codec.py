@@ -1,6 +1,7 @@
 """Codec: shapes, causality, RVQ units, streaming, learning on real audio, resume, DDP, CLI."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -28,6 +29,8 @@ from aimusic.codec.train import (
     SPEC_FLOOR,
     TRAIN_PRESETS,
     floored,
+    learning_rate,
+    log_path,
     phase_losses,
     sample_levels,
     spectrum_losses,
@@ -272,7 +275,7 @@ def test_init_takes_a_saved_codec_and_trains_on(synth_dir: Path, tmp_path: Path)
     with pytest.raises(AimusicError, match="architecture differs"):
         Codec(preset_tiny()).init_from(saved, per_code=2.0)
     out = tmp_path / "on.safetensors"
-    m = train_codec(synth_dir, out, preset_tiny(), tiny_train(steps=2, val_every=2), CPU,
+    m = train_codec(synth_dir, out, preset_tiny(), tiny_train(steps=4, val_every=2), CPU,
                     show_progress=False, init=src)
     assert np.isfinite(m["mel_distance"])
     from aimusic.artifacts import read_metadata
@@ -280,6 +283,47 @@ def test_init_takes_a_saved_codec_and_trains_on(synth_dir: Path, tmp_path: Path)
     meta = read_metadata(out)
     assert meta["config"]["head"] == "istft"  # the init file's architecture, not the preset's
     assert meta["extra"]["init"]["hash"] == saved.source_hash
+    # the schedule carries on: steps count from the init file's, and its log comes first
+    assert meta["extra"]["steps"] == 4 and meta["extra"]["minutes"] >= 0
+    lines = [json.loads(x) for x in log_path(out).read_text().splitlines()]
+    starts = [x for x in lines if x.get("event") == "start"]
+    assert [(x["run"], x["step"], x["from"]) for x in starts] == [
+        (1, 0, "scratch"), (2, 2, f"init {saved.source_hash}")]
+    steps = [(x["run"], x["step"]) for x in lines if "event" not in x]
+    assert steps == [(1, 2), (2, 4)]
+    assert all("train" in x and "mel/loss" in x["train"] and "lr" in x for x in lines
+               if "event" not in x)
+
+
+def test_init_from_a_float16_file_trains_on(synth_dir: Path, tmp_path: Path) -> None:
+    """A codec kept in float16 without its optimizer (how trained codecs are kept in the
+    repository) starts a run as its float32 original does: the same decoding to float16
+    precision, and training goes on from it."""
+    src = tmp_path / "src.safetensors"
+    train_codec(synth_dir, src, preset_tiny(), tiny_train(steps=3, val_every=3), CPU,
+                show_progress=False)
+    half = tmp_path / "half.safetensors"
+    save_codec(load_codec(src), half, extra={"steps": 3, "minutes": 0.5}, dtype=torch.float16)
+    from safetensors.torch import load_file
+
+    assert {v.dtype for v in load_file(str(half)).values() if v.is_floating_point()} == {
+        torch.float16}
+    a, b = load_codec(src), load_codec(half)
+    codes = torch.randint(0, a.cfg.codebook_size, (1, a.cfg.levels, 10))
+    torch.testing.assert_close(b.decode(codes), a.decode(codes), atol=2e-3, rtol=1e-2)
+    out = tmp_path / "on.safetensors"
+    m = train_codec(synth_dir, out, preset_tiny(), tiny_train(steps=6, val_every=3), CPU,
+                    show_progress=False, init=half)
+    assert np.isfinite(m["mel_distance"]) and m["step"] == 6
+
+
+def test_learning_rate_warms_up_then_halves_per_half_life() -> None:
+    assert learning_rate(1.0, 0, 0, 10, 100) == pytest.approx(0.1 * 0.5 ** 0.0)
+    assert learning_rate(1.0, 9, 0, 10, 100) == pytest.approx(0.5 ** 0.09)
+    assert learning_rate(1.0, 100, 0, 10, 100) == pytest.approx(0.5)
+    # a fresh optimizer at step 100 (--init) warms up again, on the schedule's decay
+    assert learning_rate(2.0, 100, 100, 10, 100) == pytest.approx(2.0 * 0.1 * 0.5)
+    assert learning_rate(1.0, 50, 0, 0, 0) == 1.0
 
 
 def test_decoder_only_keeps_the_tokens_and_their_hash(synth_dir: Path, tmp_path: Path) -> None:
@@ -293,7 +337,7 @@ def test_decoder_only_keeps_the_tokens_and_their_hash(synth_dir: Path, tmp_path:
         train_codec(synth_dir, tmp_path / "x.safetensors", preset_tiny(),
                     tiny_train(steps=1, decoder_only=True), CPU, show_progress=False)
     out = tmp_path / "dec.safetensors"
-    r = CliRunner().invoke(app, ["train-codec", str(synth_dir), "--preset", "tiny", "--steps", "3",
+    r = CliRunner().invoke(app, ["train-codec", str(synth_dir), "--preset", "tiny", "--steps", "6",
                                  "--init", str(src), "--decoder-only", "-o", str(out)])
     assert r.exit_code == 0, r.output
     first, second = load_codec(src), load_codec(out)
@@ -308,7 +352,7 @@ def test_decoder_only_keeps_the_tokens_and_their_hash(synth_dir: Path, tmp_path:
     codes_file = encode_file(first, wav, tmp_path / "a.codes.safetensors")
     assert torch.equal(load_codes(codes_file, second)[0], load_codes(codes_file, first)[0])
     # resumed, the run keeps its own config (decoder only) and the first codec's tokens
-    train_codec(synth_dir, out, preset_tiny(), tiny_train(steps=5, val_every=5), CPU,
+    train_codec(synth_dir, out, preset_tiny(), tiny_train(steps=8, val_every=8), CPU,
                 show_progress=False, resume=True)
     third = load_codec(out)
     assert third.source_hash != second.source_hash and third.tokens_hash == first.source_hash
@@ -401,3 +445,76 @@ def test_cli_eval_codec_with_opus_writes_json(synth_dir: Path, tmp_path: Path) -
     assert set(res["opus"]) == {"6", "12"}
     # Opus at 12 kbps is closer to the original than at 6, on the same measure
     assert res["opus"]["12"]["mel_distance"] < res["opus"]["6"]["mel_distance"]
+
+
+def test_bitrate_ladder_tells_a_drop_from_noise() -> None:
+    from aimusic.codec.evaluate import bitrate_ladder
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.3, 0.5, 20)
+    mels = {"1.5": list(base + 0.02), "3": list(base + 0.01 + rng.normal(0, 0.001, 20)),
+            "6": list(base + 0.01 + rng.normal(0, 0.01, 20))}
+    first, second = bitrate_ladder(mels)
+    assert (first["from"], first["to"], first["clips"]) == ("1.5", "3", 20)
+    assert first["beyond_noise"] and first["clips_better"] == 20
+    assert first["mean_drop"] == pytest.approx(0.01, abs=0.001)
+    assert not second["beyond_noise"]  # no drop on average, only clip-to-clip noise
+
+
+def _scale_piece(seconds: float, key: int, beat: float, seed: int) -> np.ndarray:
+    """Notes of one major scale (``key`` semitones above C4) at one tempo: a prompt and
+    its true continuation agree in key and rhythm, and two pieces disagree."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(int(seconds * SR), np.float32)
+    n = int(beat * SR)
+    t = np.arange(n) / SR
+    for start in range(0, out.size - n + 1, n):
+        f = 261.6 * 2 ** ((key + (0, 2, 4, 5, 7, 9, 11)[rng.integers(0, 7)]) / 12)
+        out[start:start + n] = np.exp(-5 * t) * sum(0.3 / h * np.sin(2 * np.pi * f * h * t)
+                                                    for h in (1, 2, 3))
+    return out
+
+
+def test_roundtrip_coherence_scores_a_perfect_and_a_wrong_round_trip(tmp_path: Path) -> None:
+    """The truth itself keeps all of its coherence; noise and a transposition lose it."""
+    from aimusic.gen.evaluate import roundtrip_coherence
+
+    files = []
+    for i, (key, beat) in enumerate([(0, 0.25), (6, 0.4), (3, 0.3), (9, 0.2)]):
+        files.append(tmp_path / f"p{i}.wav")
+        save_audio(files[-1], _scale_piece(6.0, key, beat, i), SR)
+    rng = np.random.default_rng(0)
+    trips = {"same": lambda x: x,
+             "noise": lambda x: (rng.standard_normal(x.size) * x.std()).astype(np.float32),
+             "up a tritone": lambda x: _shift(x, 6)}
+    res = roundtrip_coherence(files, SR, trips, prompt_seconds=2.0, seconds=3.0)
+    coh = res["coherence"]
+    assert res["clips"] == 4
+    assert coh["same"]["overall"] == pytest.approx(1.0)
+    assert coh["noise"]["overall"] < 0.3
+    assert coh["up a tritone"]["harmony"] < 0.3 < coh["up a tritone"]["rhythm"]
+
+
+def _shift(x: np.ndarray, semitones: int) -> np.ndarray:
+    import librosa
+
+    return librosa.effects.pitch_shift(x, sr=SR, n_steps=semitones).astype(np.float32)
+
+
+def test_cli_eval_codec_coherence_and_ladder(tmp_path: Path) -> None:
+    d = tmp_path / "pieces"
+    for i, (key, beat) in enumerate([(0, 0.25), (6, 0.4), (3, 0.3)]):
+        save_audio(d / f"p{i}.wav", _scale_piece(16.0, key, beat, i), SR)
+    torch.manual_seed(0)
+    save_codec(Codec(preset_tiny()), tmp_path / "c.safetensors")
+    r = runner.invoke(app, ["eval", "codec", str(d), "--codec", str(tmp_path / "c.safetensors"),
+                            "--clips", "3", "--seconds", "2", "--coherence",
+                            "-o", str(tmp_path / "e.json")])
+    assert r.exit_code == 0, r.output
+    assert "continuation coherence kept (3 clips" in r.output
+    res = json.loads((tmp_path / "e.json").read_text())
+    assert [(s["from"], s["to"]) for s in res["ladder"]] == [("0.9", "1.8"), ("1.8", "3.6")]
+    coh = res["coherence"]["coherence"]
+    assert set(coh) == {"0.9 kbps", "1.8 kbps", "3.6 kbps"}
+    # an untrained codec's round trip keeps little of the pieces' harmony
+    assert all(c["harmony"] < 0.5 for c in coh.values())

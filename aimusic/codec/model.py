@@ -55,9 +55,10 @@ class CodecConfig:
         return math.log2(self.codebook_size)
 
     def bandwidths(self) -> list[float]:
-        """kbps for each usable number of levels: 1.5 / 3 / 6 at the default."""
-        return [round(n * self.bits_per_level * self.frame_rate / 1000, 3) for n in (2, 4, 8)
-                if n <= self.levels]
+        """kbps of all the levels, half and a quarter of them (where whole numbers): 1.5 / 3
+        / 6 at the default's 8 levels at 75 Hz, and at 12 levels at 50 Hz."""
+        counts = [self.levels // d for d in (4, 2, 1) if self.levels % d == 0]
+        return [round(n * self.bits_per_level * self.frame_rate / 1000, 3) for n in counts]
 
     def levels_for(self, kbps: float | None) -> int:
         """Number of levels that give ``kbps`` (all levels when None)."""
@@ -156,7 +157,8 @@ class Codec(nn.Module):
         and with ``spectrum`` (istft head only) the head's log magnitude and phase."""
         T = x.shape[-1]
         z = self.encoder(self.pad(x))
-        q, codes, commit = self.quantizer(z, n_levels)
+        with torch.autocast(x.device.type, enabled=False):  # nearest codes in float32
+            q, codes, commit = self.quantizer(z.float(), n_levels)
         if not spectrum:
             return self.decoder(q)[..., :T], codes, commit
         if not isinstance(self.decoder, SpectralDecoder):
@@ -221,15 +223,21 @@ class Codec(nn.Module):
 TRAINING_ONLY = ("cluster_size", "embed_sum", "unused")  # EMA statistics: in the training state only
 
 
-def save_codec(codec: Codec, path: str | os.PathLike, extra: dict | None = None) -> Path:
-    weights = {k: v for k, v in codec.state_dict().items() if not k.endswith(TRAINING_ONLY)}
+def save_codec(codec: Codec, path: str | os.PathLike, extra: dict | None = None,
+               dtype: torch.dtype | None = None) -> Path:
+    """The codec's weights (without the codebooks' EMA statistics) and config. With
+    ``dtype`` (float16: half the bytes, how codecs are kept in the repository) its
+    floating weights are stored in that type; they load back into float32."""
+    weights = {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
+               for k, v in codec.state_dict().items() if not k.endswith(TRAINING_ONLY)}
+    stored = {} if dtype is None else {"stored_as": str(dtype).removeprefix("torch.")}
     return save_artifact(
         path,
         weights,
         FORMAT_KIND,
         FORMAT_VERSION,
         config_to_dict(codec.cfg),
-        extra={"parameters": codec.num_parameters(), **(extra or {})},
+        extra={"parameters": codec.num_parameters(), **(extra or {}), **stored},
     )
 
 

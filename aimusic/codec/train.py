@@ -14,13 +14,14 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from aimusic.artifacts import load_state, save_state, state_path
+from aimusic.artifacts import load_state, read_metadata, save_state, state_path
 from aimusic.codec.discriminator import (
     MultiScaleSTFTDiscriminator,
     feature_matching_loss,
@@ -34,7 +35,9 @@ from aimusic.data import SegmentSampler, fixed_clips, scan_all
 from aimusic.distributed import any_true, process_group
 from aimusic.dsp import mel_distance, multiscale_mel_loss, normalized_entropy, si_sdr
 from aimusic.errors import AimusicError
+from aimusic.fileio import atomic_path
 from aimusic.progress import TrainProgress
+from aimusic.runtime import fast_bf16
 
 log = logging.getLogger("aimusic")
 
@@ -47,7 +50,13 @@ class CodecTrainConfig:
     segment_seconds: float = 0.75
     lr: float = 3e-4
     disc_lr: float = 3e-4
+    warmup: int = 200  # steps of linear warm-up of a fresh optimizer (from scratch, or --init)
+    lr_half_life: int = 40_000  # both learning rates halve every this many steps (0: constant);
+    # the step count carries on through --resume and --init, so a long budget spent as
+    # several runs follows one schedule
     grad_clip: float = 1.0
+    bf16: bool = True  # encoder, decoder and discriminator in bfloat16 autocast where that is
+    # fast (CUDA; CPUs with AVX-512 bf16: 1.4x float32's steps/s); quantizer, losses in float32
     adv_start: int = 2000  # steps of reconstruction-only warm-up
     disc_channels: int = 16
     disc_ffts: tuple[int, ...] = (2048, 1024, 512)
@@ -72,6 +81,7 @@ class CodecTrainConfig:
 
 TRAIN_PRESETS = {
     "tiny": lambda: CodecTrainConfig(batch_size=2, segment_seconds=0.5, adv_start=20, spec_start=40,
+                                     warmup=10,
                                      disc_channels=4, val_every=50, val_clips=2,
                                      val_seconds=1.0),
     # the discriminator costs 4-5x a reconstruction step on a CPU: an hour's CPU budget
@@ -81,6 +91,15 @@ TRAIN_PRESETS = {
     "base": lambda: CodecTrainConfig(batch_size=32, segment_seconds=1.0, disc_channels=32,
                                      adv_start=5000, val_every=2000),
 }
+
+
+def learning_rate(base: float, step: int, start: int, warmup: int, half_life: int) -> float:
+    """The learning rate at ``step`` of an optimizer that started at step ``start``: linear
+    warm-up over its first ``warmup`` steps, then halving every ``half_life`` steps of the
+    whole schedule (counted from 0, not from ``start``)."""
+    ramp = min(1.0, (step - start + 1) / warmup) if warmup > 0 else 1.0
+    decay = 0.5 ** (step / half_life) if half_life > 0 else 1.0
+    return base * ramp * decay
 
 
 def sample_levels(batch: int, levels: int, p: float, gen: torch.Generator) -> torch.Tensor:
@@ -192,6 +211,11 @@ def train_codec(
                       show_progress, dist_info, init)
 
 
+def log_path(model: Path) -> Path:
+    """Where the history of ``models/x.safetensors`` is kept: ``models/x.log.jsonl``."""
+    return model.with_name(model.name.removesuffix(".safetensors") + ".log.jsonl")
+
+
 def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progress, dist_info,
            init):
     state_file = state_path(out)
@@ -216,14 +240,19 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
 
     torch.manual_seed(cfg.seed)
     codec = Codec(model_cfg)
+    # the schedule: its step and training minutes so far, and where this optimizer started
+    step, minutes_before, opt_start, history = 0, 0.0, 0, []
     if start_from is not None:
         frames = cfg.batch_size * math.ceil(cfg.segment_seconds * model_cfg.frame_rate)
         codec.init_from(start_from, per_code=frames / model_cfg.codebook_size)
-        log.info("starting from %s (%s)", init, start_from.source_hash)
+        done = read_metadata(init)["extra"]
+        step = opt_start = int(done.get("steps", 0))
+        minutes_before = float(done.get("minutes", 0.0))
+        log.info("starting from %s (%s) at step %d", init, start_from.source_hash, step)
     codec = codec.to(device)
     started_from = (state or {}).get("init") or (
         None if start_from is None else {"path": str(init), "hash": start_from.source_hash,
-                                         "tokens": start_from.tokens_hash})
+                                         "tokens": start_from.tokens_hash, "step": step})
     if cfg.decoder_only and not started_from:
         raise AimusicError("decoder-only training needs --init CODEC: the trained codec whose "
                            "encoder and codebooks (and so whose tokens) it keeps")
@@ -237,9 +266,8 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
                               betas=(0.5, 0.9))
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
     sampler = SegmentSampler(collection.train, sr, cfg.segment_seconds,
-                             seed=cfg.seed * 1000 + dist_info.rank)
-    dropout_gen = torch.Generator().manual_seed(cfg.seed)
-    step, history = 0, []
+                             seed=cfg.seed * 1000 + dist_info.rank + step)
+    dropout_gen = torch.Generator().manual_seed(cfg.seed + step)
     if state is not None:
         codec.load_state_dict(state["codec"])
         disc.load_state_dict(state["disc"])
@@ -249,6 +277,8 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
         dropout_gen.set_state(state["dropout_rng"])
         torch.set_rng_state(state["torch_rng"])
         step, history = int(state["step"]), list(state.get("history", []))
+        minutes_before = float(state.get("minutes", 0.0))
+        opt_start = int(state.get("opt_start", 0))
         log.info("resumed %s at step %d", state_file, step)
 
     g_model: torch.nn.Module = codec
@@ -262,7 +292,8 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
 
     val_clips = [c for _, c in fixed_clips(collection.val or collection.train, sr,
                                            cfg.val_seconds, cfg.val_clips)]
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    use_bf16 = cfg.bf16 and fast_bf16(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     weights = {"mel/loss": cfg.w_mel, "wave/l1": cfg.w_wave, "vq/commit": cfg.w_commit,
                "spec/mag": cfg.w_spec, "phase/ip": cfg.w_phase, "phase/gd": cfg.w_phase,
                "phase/iaf": cfg.w_phase, "adv/gen": cfg.w_adv, "adv/feat": cfg.w_feat}
@@ -273,11 +304,29 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
     start_time = time.monotonic()
     progress = TrainProgress("codec", cfg.steps, start=step,
                              enabled=show_progress and dist_info.main)
+    history_file = log_path(out)
+    earlier = history if state is not None else _read_log(init)  # the schedule's runs so far
+    run = 1 + max((h.get("run", 0) for h in earlier), default=0)
+    if dist_info.main:
+        _start_log(history_file, init if state is None else None, {
+            "event": "start", "run": run, "step": step, "minutes": round(minutes_before, 2),
+            "from": "resume" if state is not None else (
+                f"init {start_from.source_hash}" if start_from is not None else "scratch"),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": device.type, "threads": torch.get_num_threads(),
+            "bf16": use_bf16, "data": data_desc})
+    sums: dict[str, float] = {}  # training losses summed since the last log line
+    n_sums, t_line, step_line = 0, start_time, step
+
+    def minutes() -> float:
+        return minutes_before + (time.monotonic() - start_time) / 60
 
     def checkpoint() -> None:
         if not dist_info.main:
             return
-        save_codec(codec, out, extra={"steps": step, "data": data_desc, **metrics,
+        total_min = round(minutes(), 2)
+        save_codec(codec, out, extra={"steps": step, "minutes": total_min, "data": data_desc,
+                                      **metrics,
                                       **({"init": started_from} if started_from else {}),
                                       **({"tokens_of": tokens_of} if tokens_of else {})})
         save_state(state_file, {
@@ -285,11 +334,23 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
             "sampler": sampler.state(), "dropout_rng": dropout_gen.get_state(),
             "torch_rng": torch.get_rng_state(), "step": step, "history": history,
+            "minutes": total_min, "opt_start": opt_start,
             "model_config": config_to_dict(model_cfg), "train_config": config_to_dict(cfg),
             "init": started_from,
         })
-        with open(out.with_name(out.name.removesuffix(".safetensors") + ".log.jsonl"), "a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    def log_line() -> None:
+        nonlocal sums, n_sums, t_line, step_line
+        if not dist_info.main:
+            return
+        now = time.monotonic()
+        line = {"run": run, "step": step, "minutes": round(minutes(), 2),
+                "lr": float(f"{opt_g.param_groups[0]['lr']:.4g}"),
+                "steps_per_s": round((step - step_line) / max(1e-9, now - t_line), 3),
+                "train": {k: round(v / max(1, n_sums), 5) for k, v in sums.items()}, **metrics}
+        with open(history_file, "a") as f:
+            f.write(json.dumps(line) + "\n")
+        sums, n_sums, t_line, step_line = {}, 0, now, step
 
     with progress:
         while step < cfg.steps:
@@ -298,6 +359,10 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
                 break
             for m in frozen:  # eval mode: the codebooks' EMA and dead-code restarts stay off
                 m.eval()
+            lr_scale = learning_rate(1.0, step, opt_start, cfg.warmup, cfg.lr_half_life)
+            for opt, base in ((opt_g, cfg.lr), (opt_d, cfg.disc_lr)):
+                for group in opt.param_groups:
+                    group["lr"] = base * lr_scale
             x = torch.from_numpy(sampler.batch(cfg.batch_size))[:, None].to(device)  # [B, 1, T]
             n_levels = sample_levels(cfg.batch_size, model_cfg.levels, cfg.quantizer_dropout,
                                      dropout_gen).to(device)
@@ -310,7 +375,7 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
                       "vq/commit": commit.float()}
             if spectrum and head is not None:
                 log_mag, phase = spectrum
-                losses.update(spectrum_losses(x, log_mag, phase, head))
+                losses.update(spectrum_losses(x, log_mag.float(), phase.float(), head))
             if step >= cfg.adv_start:
                 with autocast:
                     d_loss = hinge_d_loss(d_model(x), d_model(y.detach()))
@@ -336,18 +401,45 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
             torch.nn.utils.clip_grad_norm_(codec.parameters(), cfg.grad_clip)
             opt_g.step()
             step += 1
-            progress.update(step, {k.split("/")[-1]: float(v.detach()) for k, v in losses.items()})
+            now_losses = {k: float(v.detach()) for k, v in losses.items()}
+            for k, v in now_losses.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n_sums += 1
+            progress.update(step, {k.split("/")[-1]: v for k, v in now_losses.items()})
             if step % cfg.val_every == 0 or step == cfg.steps:
                 metrics = {"step": step, **validate(codec, val_clips, device)}
-                history.append(metrics)
+                history.append({"run": run, "minutes": round(minutes(), 2), **metrics})
                 progress.note(metrics)
                 checkpoint()
+                log_line()
     if not history or history[-1]["step"] != step:  # stopped by the clock
         metrics = {"step": step, **validate(codec, val_clips, device)}
-        history.append(metrics)
+        history.append({"run": run, "minutes": round(minutes(), 2), **metrics})
         checkpoint()
+        log_line()
     metrics["elapsed_s"] = round(time.monotonic() - start_time, 1)
     metrics["steps_per_s"] = round(progress.steps_done / max(1e-9, metrics["elapsed_s"]), 3)
     if math.isnan(metrics.get("mel_distance", 0.0)):
         raise AimusicError(f"validation produced NaN; see {out}")
     return metrics
+
+
+def _read_log(model: str | Path | None) -> list[dict[str, Any]]:
+    """The lines of the history kept beside a codec file (none when there is none)."""
+    if model is None or not log_path(Path(model)).exists():
+        return []
+    lines = log_path(Path(model)).read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _start_log(history_file: Path, init: str | Path | None, line: dict[str, Any]) -> None:
+    """Open the run's history: a fresh run (not ``--resume``) replaces what an earlier run
+    wrote to the same file, and one started with ``--init`` first copies the history kept
+    beside the codec it starts from, so the log holds every run of the schedule."""
+    with atomic_path(history_file) as tmp:
+        with open(tmp, "w") as f:
+            if line["from"] == "resume" and history_file.exists():
+                f.write(history_file.read_text())
+            elif init is not None and log_path(Path(init)).exists():
+                f.write(log_path(Path(init)).read_text())
+            f.write(json.dumps(line) + "\n")
