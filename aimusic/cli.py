@@ -542,6 +542,12 @@ def eval_codec_cmd(
     seconds: Annotated[float, typer.Option(help="Seconds from the middle of each file.")] = 10.0,
     codec: Annotated[Optional[Path], typer.Option(help="Codec model file.")] = None,
     models: ModelsOpt = None,
+    coherence: Annotated[
+        bool, typer.Option(help="Also the continuation coherence the codec keeps: the first "
+                                "--clips files' true continuations (10 s after a 5 s prompt) "
+                                "through the codec, scored as `eval continuation` scores a "
+                                "continuation (1 = the truth's, 0 = an unrelated clip's).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Also write JSON here.")] = None,
 ) -> None:
@@ -567,6 +573,9 @@ def eval_codec_cmd(
         opus = [max(6.0, k) for k in opus]  # opusenc's floor is 6 kbps
         result = evaluate_codec(model, chosen, bws, sorted(set(opus)), device)
         result["codec_file"], result["data"] = str(path), str(audio_dir)
+        if coherence:
+            result["coherence"] = _codec_coherence(model, audio_dir, bws, sorted(set(opus)),
+                                                   clips, device)
         if out:
             write_json(out, result)
     if as_json:
@@ -581,8 +590,48 @@ def eval_codec_cmd(
     for kb, r in result["opus"].items():
         stdout.print(f"opus    {kb:>5} kbps  mel {r['mel_distance']:.3f}  SI-SDR "
                      f"{r['si_sdr']:6.2f} dB", highlight=False)
+    for step in result["ladder"]:
+        stdout.print(f"{step['from']} -> {step['to']} kbps: mel distance drops "
+                     f"{step['mean_drop']:.4f} (standard error {step['std_error']:.4f}; lower on "
+                     f"{step['clips_better']} of {step['clips']} clips)", highlight=False)
+    if "coherence" in result:
+        coh = result["coherence"]
+        stdout.print(f"continuation coherence kept ({coh['clips']} clips; 1 = the truth's):")
+        for name, c in coh["coherence"].items():
+            stdout.print(f"  {name:<12} overall {c['overall']:.3f}  " + "  ".join(
+                f"{m} {c[m]:.2f}" for m in ("harmony", "rhythm", "timbre", "repetition")),
+                highlight=False)
     if out:
         stdout.print(f"written: {out}")
+
+
+def _codec_coherence(model: Any, audio_dir: Path, bws: list[float], opus: list[float],
+                     clips: int, device: Any) -> dict[str, Any]:
+    """``eval codec --coherence``: each bitrate's (and Opus's) round trip of the truth."""
+    import tempfile
+
+    import numpy as np
+
+    from aimusic.audio import list_audio_files
+    from aimusic.codec.evaluate import opus_roundtrip
+    from aimusic.codec.stream import decode_stream, encode_stream
+    from aimusic.gen.evaluate import roundtrip_coherence
+
+    sr = model.cfg.sample_rate
+
+    def through(levels: int) -> Callable[[Any], Any]:
+        def trip(x: Any) -> Any:
+            codes, _ = encode_stream(model, iter([x]), levels, device=device)
+            return np.concatenate(list(decode_stream(model, codes, device=device)))[:x.size]
+        return trip
+
+    def opus_at(kbps: float, tmp: Path) -> Callable[[Any], Any]:
+        return lambda x: opus_roundtrip(x, sr, kbps, tmp)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trips = {f"{bw:g} kbps": through(model.cfg.levels_for(bw)) for bw in bws}
+        trips.update({f"opus {k:g}": opus_at(k, Path(tmp)) for k in opus})
+        return roundtrip_coherence(list_audio_files(audio_dir), sr, trips, clips=clips)
 
 
 @eval_app.command("semantic")

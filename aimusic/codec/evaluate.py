@@ -35,6 +35,22 @@ def opus_roundtrip(audio: np.ndarray, sr: int, kbps: float, workdir: Path) -> np
     return np.pad(y, (0, max(0, audio.size - y.size)))[: audio.size]
 
 
+def bitrate_ladder(mels: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """Does each step up in bitrate lower the mel distance by more than the clip-to-clip
+    noise? Per pair of neighbouring bitrates (in the order given), over the same clips: the
+    mean per-clip drop, its standard error, and on how many clips it dropped."""
+    names = list(mels)
+    out = []
+    for lo, hi in zip(names, names[1:]):
+        d = np.asarray(mels[lo]) - np.asarray(mels[hi])  # > 0: the higher bitrate is closer
+        se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+        out.append({"from": lo, "to": hi, "mean_drop": round(float(d.mean()), 4),
+                    "std_error": round(se, 4), "clips_better": int((d > 0).sum()),
+                    "clips": int(d.size),
+                    "beyond_noise": bool(d.size > 1 and d.mean() > 2 * se)})
+    return out
+
+
 def evaluate_codec(
     codec: Codec,
     clips: list[tuple[Path, np.ndarray]],
@@ -43,11 +59,13 @@ def evaluate_codec(
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
     """Per bandwidth: mean mel distance and SI-SDR, encode/decode speed (x real time),
-    per-level code usage. Opus at each of ``opus_kbps`` on the same clips."""
+    per-level code usage; the bitrate ladder (``bitrate_ladder``). Opus at each of
+    ``opus_kbps`` on the same clips."""
     sr, K = codec.cfg.sample_rate, codec.cfg.codebook_size
     seconds = sum(c.size for _, c in clips) / sr
     results: dict[str, Any] = {"clips": len(clips), "seconds": round(seconds, 2),
                                "codec": {}, "opus": {}}
+    per_clip: dict[str, list[float]] = {}
     for bw in bandwidths:
         n_levels = codec.cfg.levels_for(bw)
         mels, sdrs, codes_all, t_enc, t_dec = [], [], [], 0.0, 0.0
@@ -62,6 +80,7 @@ def evaluate_codec(
             sdrs.append(si_sdr(clip, y))
             codes_all.append(codes)
         cat = torch.cat(codes_all, dim=1)
+        per_clip[f"{bw:g}"] = mels
         results["codec"][f"{bw:g}"] = {
             "kbps": bw,
             "mel_distance": round(float(np.mean(mels)), 4),
@@ -70,6 +89,7 @@ def evaluate_codec(
             "decode_x_realtime": round(seconds / t_dec, 1),
             "code_usage": [round(normalized_entropy(cat[k], K), 3) for k in range(n_levels)],
         }
+    results["ladder"] = bitrate_ladder({bw: per_clip[bw] for bw in per_clip})
     for kbps in opus_kbps or []:
         mels, sdrs = [], []
         with tempfile.TemporaryDirectory() as tmp:

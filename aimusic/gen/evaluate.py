@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,43 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {m: float(np.mean([r[m] for r in rows])) for m in C.MEASURES}
 
 
+def reference_agreements(prompt: C.Features, truths: list[C.Features],
+                         i: int) -> dict[str, dict[str, float]]:
+    """Clip ``i``'s prompt against its own truth (the ceiling) and against the truths of the
+    ``FLOOR_CLIPS`` clips after it, averaged (the floor)."""
+    others = [truths[(i + j) % len(truths)] for j in range(1, FLOOR_CLIPS + 1)
+              if (i + j) % len(truths) != i]
+    return {"truth": C.agreement(prompt, truths[i]),
+            "floor": _mean([C.agreement(prompt, o) for o in others])}
+
+
+def roundtrip_coherence(files: Sequence[Path], sr: int,
+                        roundtrips: dict[str, Callable[[np.ndarray], np.ndarray]],
+                        prompt_seconds: float = 5.0, seconds: float = 10.0, offset: float = 0.0,
+                        clips: int = 0) -> dict[str, Any]:
+    """The coherence each of ``roundtrips`` (a codec at one bitrate, Opus...) keeps of the
+    true continuation: the clips, truth and floor of ``eval continuation``, with each
+    truth passed through the round trip in place of a generated continuation. What a
+    perfect language model could reach through that codec."""
+    items, skipped = load_clips(files, sr, prompt_seconds, seconds, offset, clips)
+    if len(items) < 2:
+        raise AimusicError(f"coherence needs at least 2 clips of {prompt_seconds + seconds:g} s; "
+                           f"found {len(items)} in {len(files)} file(s)")
+    truths = [C.features(c.truth, sr) for c in items]
+    rows: dict[str, list[dict[str, float]]] = {"truth": [], "floor": [],
+                                               **{k: [] for k in roundtrips}}
+    for i, clip in enumerate(items):
+        fp = C.features(clip.prompt, sr)
+        for k, v in reference_agreements(fp, truths, i).items():
+            rows[k].append(v)
+        for name, trip in roundtrips.items():
+            rows[name].append(C.agreement(fp, C.features(trip(clip.truth), sr)))
+    return {"clips": len(items), "prompt_seconds": prompt_seconds, "seconds": seconds,
+            "skipped": skipped,
+            "coherence": {name: C.coherence(rows[name], rows["truth"], rows["floor"])
+                          for name in roundtrips}}
+
+
 def codec_roundtrip(chain: Any, x: np.ndarray) -> np.ndarray:
     from aimusic.codec.stream import encode_stream
     from aimusic.gen.chain import decode_codes
@@ -170,10 +207,7 @@ def evaluate_continuation(files: Sequence[Path], out_dir: str | Path, chains: di
         task = bar.add_task("continuing clips", total=len(items))
         for i, clip in enumerate(items):
             fp = C.features(clip.prompt, sr)
-            others = [feats_truth[(i + j) % len(items)] for j in range(1, FLOOR_CLIPS + 1)
-                      if (i + j) % len(items) != i]
-            agree = {"truth": C.agreement(fp, feats_truth[i]),
-                     "floor": _mean([C.agreement(fp, o) for o in others])}
+            agree = reference_agreements(fp, feats_truth, i)
             tag = f"{i:02d}"
             files_out: dict[str, dict[str, str]] = {}
 
