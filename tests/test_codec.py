@@ -166,7 +166,10 @@ def tiny_istft():
 HEADS = {"conv": preset_tiny, "istft": tiny_istft,
          "istft-bin-phase": lambda: dataclasses.replace(tiny_istft(), head_bin_phase=True),
          # the speech preset's kind: STFT frames in, inverse STFT out
-         "stft-istft": lambda: dataclasses.replace(tiny_istft(), encoder="stft")}
+         "stft-istft": lambda: dataclasses.replace(tiny_istft(), encoder="stft"),
+         # the music preset's kind: the same with each bin's frequency, phase accumulated
+         "stft-istft-if": lambda: dataclasses.replace(tiny_istft(), encoder="stft",
+                                                      head_if=True)}
 
 
 @pytest.mark.parametrize("head", HEADS)

@@ -11,7 +11,13 @@ import torch
 from torch import nn
 
 from aimusic.artifacts import load_artifact, save_artifact
-from aimusic.codec.modules import Decoder, Encoder, SpectralDecoder, SpectralEncoder
+from aimusic.codec.modules import (
+    Decoder,
+    Encoder,
+    PhaseTrack,
+    SpectralDecoder,
+    SpectralEncoder,
+)
 from aimusic.codec.quantizer import ResidualVQ
 from aimusic.config import config_from_dict, config_to_dict
 from aimusic.errors import AimusicError, ArtifactError
@@ -39,6 +45,7 @@ class CodecConfig:
     head_channels: int = 512  # width of the istft decoder
     head_dilations: tuple[int, ...] = (1, 3, 9, 1, 3, 9)  # its residual units
     head_bin_phase: bool = False  # istft: phase predicted relative to each bin's own advance
+    head_if: bool = False  # istft: each bin's frequency predicted, its phase accumulated
     encoder: str = "conv"  # "conv" (strided convs on the waveform, SEANet) or "stft" (convs on
     # its STFT frames, as wide as the istft head and with its residual units)
 
@@ -137,8 +144,11 @@ class Codec(nn.Module):
         if cfg.head == "istft":
             if cfg.causal:
                 raise AimusicError("the istft decoder head is not causal; use head: conv")
+            if cfg.head_bin_phase and cfg.head_if:
+                raise AimusicError("head_bin_phase and head_if are two ways to make the phase; "
+                                   "choose one")
             self.decoder = SpectralDecoder(cfg.dim, cfg.head_channels, cfg.hop, cfg.head_dilations,
-                                           cfg.head_bin_phase)
+                                           cfg.head_bin_phase, cfg.head_if)
         elif cfg.head == "conv":
             self.decoder = Decoder(cfg.channels, cfg.ratios, cfg.dim, cfg.dilations,
                                    cfg.causal, cfg.patch)
@@ -173,10 +183,12 @@ class Codec(nn.Module):
         return self.quantizer.encode(z, n_levels or self.cfg.levels)
 
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor, first_frame: int = 0) -> torch.Tensor:
+    def decode(self, codes: torch.Tensor, first_frame: int = 0,
+               track: PhaseTrack | None = None) -> torch.Tensor:
         """codes [B, K, F] -> audio [B, 1, F * hop]; ``first_frame`` is the index of the
-        first frame in the whole signal when a long one is decoded in chunks."""
-        return self.decoder(self.quantizer.decode(codes), first_frame)
+        first frame in the whole signal when a long one is decoded in chunks, and ``track``
+        carries an IF head's phase from one chunk to the next (``codec.stream``)."""
+        return self.decoder(self.quantizer.decode(codes), first_frame, track)
 
     @torch.no_grad()
     def init_from(self, other: Codec, per_code: float) -> None:

@@ -11,6 +11,7 @@ chunks and give exactly the samples a whole-file pass gives.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -186,12 +187,27 @@ class Decoder(nn.Module):
         layers += [nn.ELU(), Conv(c, patch, 7, causal=causal)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor, first_frame: int = 0) -> torch.Tensor:
-        y = self.net(z)  # (first_frame: unused, as for every time-invariant decoder)
+    def forward(self, z: torch.Tensor, first_frame: int = 0, track: object = None) -> torch.Tensor:
+        y = self.net(z)  # (first_frame, track: unused, as for every time-invariant decoder)
         if self.patch > 1:  # [B, patch, T / patch] -> [B, 1, T]
             B, P, n = y.shape
             y = y.transpose(1, 2).reshape(B, 1, n * P)
         return y
+
+
+@dataclass
+class PhaseTrack:
+    """Where an IF head's accumulated phase stands between chunks of one signal decoded in
+    turn (``SpectralDecoder`` with ``if_phase``): ``value`` [B, bins] is the accumulated
+    frequency drift at absolute frame ``frame`` (None: 0). The caller sets ``next_frame``,
+    where the next chunk will take over; decoding a chunk moves the track there."""
+
+    frame: int = 0
+    value: torch.Tensor | None = None
+    next_frame: int | None = None
+
+
+IF_RANGE = 2.0  # an IF head's frequency, in bins from each bin's centre: a partial's main lobe
 
 
 class SpectralDecoder(nn.Module):
@@ -207,13 +223,22 @@ class SpectralDecoder(nn.Module):
     ``spectrum`` with the target's STFT bin by bin, phases included
     (``codec.train.spectrum_losses``). Output sample n depends on the frames within
     ``n_fft / 2`` of it (``window_frames`` on each side, for streaming).
+
+    A time-invariant net given a steady latent writes the same phase in every frame, and
+    an inverse STFT turns that into partials on a grid of the frame rate (75 Hz): a held
+    chord comes back as the nearest multiples of 75 Hz. With ``if_phase`` the net predicts
+    each bin's frequency instead (within ``IF_RANGE`` bins of its centre) and the phase is
+    accumulated from it frame by frame, as a phase vocoder does, referred to each frame's
+    centre so that the bins of one partial add up there: a steady partial needs a steady
+    latent, at any frequency. The accumulation runs over the whole signal, so chunks
+    decoded one after another carry it with a ``PhaseTrack``.
     """
 
     def __init__(self, dim: int, channels: int, hop: int, dilations: tuple[int, ...],
-                 bin_phase: bool = False) -> None:
+                 bin_phase: bool = False, if_phase: bool = False) -> None:
         super().__init__()
         self.hop, self.n_fft = hop, 4 * hop
-        self.bin_phase = bin_phase
+        self.bin_phase, self.if_phase = bin_phase, if_phase
         self.window_frames = 2
         layers: list[nn.Module] = [Conv(dim, channels, 7)]
         layers += _units(channels, dilations, False)
@@ -222,23 +247,34 @@ class SpectralDecoder(nn.Module):
         self.window: torch.Tensor
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
 
-    def spectrum(self, z: torch.Tensor, first_frame: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def spectrum(self, z: torch.Tensor, first_frame: int = 0,
+                 track: PhaseTrack | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent frames [B, dim, F] -> (log magnitude, phase), each [B, n_fft // 2 + 1, F]:
         the STFT the waveform is made from (training compares it with the target's own).
         ``first_frame``: the index of z's first frame in the whole signal (with
-        ``bin_phase``, chunks decoded apart then join as one pass would)."""
+        ``bin_phase`` or ``if_phase``, chunks decoded apart then join as one pass would;
+        ``if_phase`` also needs the ``track`` of the chunk before)."""
         F = z.shape[-1]
         y = self.net(z).float()
         bins = self.n_fft // 2 + 1
         log_mag = y[:, :bins].clamp(max=8.0)  # capped: e^8 ~ 3000
         phase = y[:, bins:]
-        if self.bin_phase:
+        if self.bin_phase or self.if_phase:
             # the phase a steady sinusoid at bin k's centre has in frame t is its start phase
-            # plus 2 pi k t hop / n_fft = (pi / 2) k t: the net predicts the rest, which is
-            # constant for such a partial, so a steady tone adds up coherently across frames
+            # plus 2 pi k t hop / n_fft = (pi / 2) k t (kept exact: k t mod 4)
             k = torch.arange(bins, device=z.device)[:, None]
             t = torch.arange(first_frame, first_frame + F, device=z.device)[None, :]
-            phase = phase + ((k * t) % 4).float() * (math.pi / 2)
+            centre = ((k * t) % 4).float() * (math.pi / 2)
+        if self.bin_phase:
+            # the net predicts the rest, which is constant for such a partial, so a steady
+            # tone adds up coherently across frames (at the bin's centre frequency)
+            phase = phase + centre
+        elif self.if_phase:
+            # the net predicts each bin's frequency; a partial delta bins off the centre
+            # advances (pi / 2) delta more per frame, accumulated from the track's anchor
+            drift = accumulate(torch.tanh(phase) * (IF_RANGE * math.pi / 2), first_frame, track)
+            # phases refer to a frame's first sample, n_fft / 2 before its centre: -pi k
+            phase = drift + centre - math.pi * (k % 2).float()
         return log_mag, phase
 
     def analyze(self, x: torch.Tensor, frames: int) -> torch.Tensor:
@@ -254,5 +290,30 @@ class SpectralDecoder(nn.Module):
                             length=phase.shape[-1] * self.hop)
         return audio.unsqueeze(1)
 
-    def forward(self, z: torch.Tensor, first_frame: int = 0) -> torch.Tensor:
-        return self.synthesize(*self.spectrum(z, first_frame))
+    def forward(self, z: torch.Tensor, first_frame: int = 0,
+                track: PhaseTrack | None = None) -> torch.Tensor:
+        return self.synthesize(*self.spectrum(z, first_frame, track))
+
+
+def accumulate(advance: torch.Tensor, first_frame: int = 0,
+               track: PhaseTrack | None = None) -> torch.Tensor:
+    """Per-frame phase advances [B, bins, F] -> the accumulated phase [B, bins, F]: 0 in
+    the first frame (frame t holds the advances of frames 1..t), or, with a ``track``,
+    ``track.value`` at absolute frame ``track.frame`` (within these frames). The track then
+    moves to ``track.next_frame`` where that is set, so the next chunk goes on from there."""
+    total = torch.cumsum(advance.double(), dim=-1)  # float64: a long chunk's sum stays exact
+    j, value = 0, None
+    if track is not None:
+        j, value = track.frame - first_frame, track.value
+        if not 0 <= j < advance.shape[-1]:
+            raise ValueError(f"the phase track's frame {track.frame} is not among frames "
+                             f"{first_frame}..{first_frame + advance.shape[-1] - 1}")
+    drift = total - total[..., j:j + 1]
+    if value is not None:
+        drift = drift + value[..., None]
+    if track is not None and track.next_frame is not None:
+        n = track.next_frame - first_frame
+        # kept within one turn: the chunks of a long signal never add up to a large angle
+        track.value = torch.remainder(drift[..., n], 2 * math.pi).detach()
+        track.frame, track.next_frame = track.next_frame, None
+    return torch.remainder(drift, 2 * math.pi).float()

@@ -23,7 +23,13 @@ import torch
 from aimusic.artifacts import load_artifact, save_artifact
 from aimusic.audio import _open
 from aimusic.codec.model import Codec
-from aimusic.codec.modules import Conv, ConvTranspose, ResidualUnit, SpectralEncoder
+from aimusic.codec.modules import (
+    Conv,
+    ConvTranspose,
+    PhaseTrack,
+    ResidualUnit,
+    SpectralEncoder,
+)
 from aimusic.errors import ArtifactError, AudioError
 from aimusic.fileio import atomic_path
 
@@ -143,10 +149,12 @@ def decode_stream(
     """Audio blocks for codes [K, F], each ``chunk_frames * hop`` samples (the last shorter)."""
     hop, C = codec.cfg.hop, context_frames(codec)
     F = codes.shape[1]
+    track = PhaseTrack()  # an IF head's phase, carried from each chunk to the next
     for f0 in range(0, F, chunk_frames):
         f1 = min(F, f0 + chunk_frames)
         a, b = max(0, f0 - C), min(F, f1 + C)
-        y = codec.decode(codes[None, :, a:b].long().to(device), a)[0, 0]
+        track.next_frame = f1 if f1 < F else None
+        y = codec.decode(codes[None, :, a:b].long().to(device), a, track)[0, 0]
         yield y[(f0 - a) * hop : (f1 - a) * hop].float().cpu().numpy()
 
 

@@ -155,7 +155,9 @@ def spectrum_losses(x: torch.Tensor, log_mag: torch.Tensor, phase: torch.Tensor,
     ones, which is scale-free: a linear L1 lets loud clips' gradients swamp the rest and
     collapsed a small codec's codebooks): a mel loss blurs the bins of a
     harmonic's neighbours together, and a codec trained on mel losses alone makes
-    whispered speech, formants without harmonics (BENCHMARKS.md)."""
+    whispered speech, formants without harmonics (BENCHMARKS.md). An IF head's phases
+    are accumulated from the segment's first frame, so its absolute phase is not compared,
+    only its differences across frames and bins."""
     target = head.analyze(x, phase.shape[-1])
     mag = target.abs()
     est = log_mag.exp()  # spectral convergence: the linear error relative to the target's size
@@ -164,6 +166,8 @@ def spectrum_losses(x: torch.Tensor, log_mag: torch.Tensor, phase: torch.Tensor,
     log_l1 = (floored(log_mag, floor) - mag.clamp_min(SPEC_FLOOR).log()).abs().mean()
     losses = {"spec/mag": log_l1 + convergence.mean()}
     losses.update(phase_losses(phase, target))
+    if head.if_phase:  # its phase starts where the segment does: only differences can match
+        del losses["phase/ip"]
     return losses
 
 
