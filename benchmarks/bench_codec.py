@@ -1,6 +1,6 @@
 """Codec benchmark: CPU speed against EnCodec 24 kHz, and peak memory of `aimusic encode/decode`.
 
-Targets (2 CPU threads, 6 kbps, ``small`` preset with random weights):
+Targets (2 CPU threads, 6 kbps, the ``music`` preset with random weights; ``--preset``):
   encode >= 50x real time, decode >= 40x real time, both >= 2x EnCodec's speed;
   encoding and decoding a 20-minute file each peak under 1 GB of RSS.
 
@@ -71,12 +71,16 @@ def write_wav(path: Path, seconds: float, block_seconds: float = 10.0) -> Path:
     return path
 
 
+PRESET = "music"  # --preset
+
+
 def build_ours(fold: bool = True) -> Any:
-    """The small preset, random weights; folded as load_codec does (save the unfolded one)."""
+    """The preset (``--preset``), random weights; folded as load_codec does (save the unfolded
+    one)."""
     from aimusic.codec.model import PRESETS, Codec
 
     torch.manual_seed(0)
-    codec = Codec(PRESETS["small"]())
+    codec = Codec(PRESETS[PRESET]())
     return codec.fold_weight_norm().eval() if fold else codec
 
 
@@ -106,7 +110,7 @@ def time_ours(codec: Any, audio: np.ndarray) -> tuple[float, float]:
         t1 = time.perf_counter()
         y = np.concatenate(list(decode_stream(codec, codes)))
         t2 = time.perf_counter()
-    assert codes.shape[0] == 8 and y.size >= audio.size, (codes.shape, y.shape)
+    assert codes.shape[0] == codec.cfg.levels_for(KBPS) and y.size >= audio.size
     return t1 - t0, t2 - t1
 
 
@@ -261,11 +265,14 @@ def main() -> None:
     ap.add_argument("--no-encodec", action="store_true", help="skip the EnCodec comparison")
     ap.add_argument("--audio", type=Path, help="time on this file (first 30 s) instead of synthetic audio")
     ap.add_argument("--threads", type=int, default=2, help="torch threads, here and in the CLI runs")
+    ap.add_argument("--preset", default=PRESET, help="our codec's preset (default: %(default)s)")
     ap.add_argument("--encodec-child", nargs=2, metavar=("OP", "WAV"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.encodec_child:
         encodec_child(*args.encodec_child)
         return
+    global PRESET
+    PRESET = args.preset
     torch.set_num_threads(args.threads)
     seconds, repeats = (10.0, 1) if args.quick else (30.0, 3)
     if args.audio:
@@ -280,7 +287,8 @@ def main() -> None:
         source = str(args.audio)
     else:
         audio, source = music_like(int(seconds * SR), np.random.default_rng(0)), "synthetic music"
-    res: dict[str, Any] = {"machine": machine(), "audio": source, "targets": TARGETS}
+    res: dict[str, Any] = {"machine": machine(), "audio": source, "preset": PRESET,
+                           "targets": TARGETS}
     res["speed"] = bench_speed(audio, repeats, not args.no_encodec)
     with tempfile.TemporaryDirectory(prefix="bench_codec_") as tmp:
         res["memory"] = bench_memory(Path(tmp), 2.0 if args.quick else 20.0,
