@@ -110,7 +110,8 @@ ModelsOpt = Annotated[
 ]
 PresetOpt = Annotated[str, typer.Option(
     help="Size preset: tiny (tests), small (CPU), base (GPU); train-codec and train-semantic "
-         "also take speech (for a speech corpus).")]
+         "also take speech (for a speech corpus), and train-codec music (its default: the "
+         "spectral codec for music on a CPU; small is the earlier conv codec).")]
 ConfigOpt = Annotated[
     Optional[Path],
     typer.Option("--config", help="YAML file with 'model:' and 'train:' sections; flags win."),
@@ -167,7 +168,7 @@ def train_codec_cmd(
         Optional[Path], typer.Option("-o", "--out", help="Model file (default: MODELS/codec.safetensors).")
     ] = None,
     models: ModelsOpt = None,
-    preset: PresetOpt = "small",
+    preset: PresetOpt = "music",
     config: ConfigOpt = None,
     steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps.")] = None,
     minutes: Annotated[

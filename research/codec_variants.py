@@ -43,8 +43,10 @@ VARIANTS: dict[str, tuple[str, str]] = {
                                "1024, 2048, 4096]}\n"),
     # third: each bin's frequency predicted and its phase accumulated (a steady partial at
     # any frequency from a steady latent; research/codec_oracle_probe.py)
-    "if": ("speech", "model: {head_if: true}\n"),
-    "if-spec0": ("speech", "model: {head_if: true}\ntrain: {spec_start: 0}\n"),
+    # (no waveform L1: its phase starts where a segment does, and an L1 against a waveform
+    # whose phase it cannot match pulls its magnitudes down)
+    "if": ("speech", "model: {head_if: true}\ntrain: {w_wave: 0.0}\n"),
+    "if-spec0": ("speech", "model: {head_if: true}\ntrain: {w_wave: 0.0, spec_start: 0}\n"),
 }
 
 

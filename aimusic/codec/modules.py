@@ -254,16 +254,25 @@ class SpectralDecoder(nn.Module):
         ``first_frame``: the index of z's first frame in the whole signal (with
         ``bin_phase`` or ``if_phase``, chunks decoded apart then join as one pass would;
         ``if_phase`` also needs the ``track`` of the chunk before)."""
-        F = z.shape[-1]
         y = self.net(z).float()
         bins = self.n_fft // 2 + 1
         log_mag = y[:, :bins].clamp(max=8.0)  # capped: e^8 ~ 3000
-        phase = y[:, bins:]
+        return log_mag, self.phase(y[:, bins:], first_frame, track)
+
+    def phase(self, out: torch.Tensor, first_frame: int = 0,
+              track: PhaseTrack | None = None) -> torch.Tensor:
+        """The net's phase outputs [B, bins, F] -> the phases [B, bins, F] of the frames
+        from ``first_frame`` on: as they are, relative to each bin's steady advance
+        (``bin_phase``), or accumulated from each bin's frequency (``if_phase``: ``out``
+        says by how many bins, up to ``IF_RANGE`` through a tanh, it lies off the bin's
+        centre)."""
+        bins, F = out.shape[-2:]
+        phase = out
         if self.bin_phase or self.if_phase:
             # the phase a steady sinusoid at bin k's centre has in frame t is its start phase
             # plus 2 pi k t hop / n_fft = (pi / 2) k t (kept exact: k t mod 4)
-            k = torch.arange(bins, device=z.device)[:, None]
-            t = torch.arange(first_frame, first_frame + F, device=z.device)[None, :]
+            k = torch.arange(bins, device=out.device)[:, None]
+            t = torch.arange(first_frame, first_frame + F, device=out.device)[None, :]
             centre = ((k * t) % 4).float() * (math.pi / 2)
         if self.bin_phase:
             # the net predicts the rest, which is constant for such a partial, so a steady
@@ -272,10 +281,10 @@ class SpectralDecoder(nn.Module):
         elif self.if_phase:
             # the net predicts each bin's frequency; a partial delta bins off the centre
             # advances (pi / 2) delta more per frame, accumulated from the track's anchor
-            drift = accumulate(torch.tanh(phase) * (IF_RANGE * math.pi / 2), first_frame, track)
+            drift = accumulate(torch.tanh(out) * (IF_RANGE * math.pi / 2), first_frame, track)
             # phases refer to a frame's first sample, n_fft / 2 before its centre: -pi k
             phase = drift + centre - math.pi * (k % 2).float()
-        return log_mag, phase
+        return phase
 
     def analyze(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         """Audio [B, 1, T] -> its complex STFT [B, n_fft // 2 + 1, frames] in this head's

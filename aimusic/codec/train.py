@@ -87,6 +87,7 @@ TRAIN_PRESETS = {
     # the discriminator costs 4-5x a reconstruction step on a CPU: an hour's CPU budget
     # trains reconstruction only; longer runs get the adversarial phase
     "small": lambda: CodecTrainConfig(adv_start=20_000, disc_channels=8),
+    "music": lambda: CodecTrainConfig(adv_start=20_000, disc_channels=8),
     "speech": lambda: CodecTrainConfig(adv_start=20_000, disc_channels=8),
     "base": lambda: CodecTrainConfig(batch_size=32, segment_seconds=1.0, disc_channels=32,
                                      adv_start=5000, val_every=2000),
