@@ -46,10 +46,11 @@ def tiny_train(**kw):
     return dataclasses.replace(TRAIN_PRESETS["tiny"](), **kw)
 
 
+@pytest.mark.parametrize("head", ["conv", "stft-istft", "stft-istft-if"])
 @pytest.mark.parametrize("length", [1, 319, 320, 4801, 24000 + 77])
-def test_shapes_and_round_trip_at_random_lengths(length: int) -> None:
+def test_shapes_and_round_trip_at_random_lengths(length: int, head: str) -> None:
     torch.manual_seed(length)
-    codec = Codec(preset_tiny()).eval()
+    codec = Codec(HEADS[head]()).eval()
     x = torch.randn(2, 1, length) * 0.1
     codes = codec.encode(x)
     frames = -(-length // codec.cfg.hop)
@@ -207,13 +208,16 @@ def _weights(path: Path) -> dict:
     return load_file(str(path))
 
 
-def test_resume_continues_exactly(synth_dir: Path, tmp_path: Path) -> None:
-    cfg = tiny_train(steps=6, adv_start=2, val_every=3)
-    train_codec(synth_dir, tmp_path / "a.safetensors", preset_tiny(), cfg, CPU,
+@pytest.mark.parametrize("head", ["conv", "stft-istft"])
+def test_resume_continues_exactly(synth_dir: Path, tmp_path: Path, head: str) -> None:
+    """Two runs (the second ``--resume``d) give the bytes one run of the same steps gives,
+    discriminator, spectrum losses and bf16 autocast included."""
+    cfg = tiny_train(steps=6, adv_start=2, spec_start=1, val_every=3)
+    train_codec(synth_dir, tmp_path / "a.safetensors", HEADS[head](), cfg, CPU,
                 show_progress=False)
-    train_codec(synth_dir, tmp_path / "b.safetensors", preset_tiny(),
+    train_codec(synth_dir, tmp_path / "b.safetensors", HEADS[head](),
                 dataclasses.replace(cfg, steps=3), CPU, show_progress=False)
-    train_codec(synth_dir, tmp_path / "b.safetensors", preset_tiny(), cfg, CPU, resume=True,
+    train_codec(synth_dir, tmp_path / "b.safetensors", HEADS[head](), cfg, CPU, resume=True,
                 show_progress=False)
     a, b = _weights(tmp_path / "a.safetensors"), _weights(tmp_path / "b.safetensors")
     assert a.keys() == b.keys()
@@ -603,3 +607,4 @@ def test_an_if_head_renders_a_steady_partial_between_bins() -> None:
     steady = SpectralDecoder(8, 8, hop, (1,))
     y_steady = steady.synthesize(log_mag, steady.phase(torch.zeros_like(out)))[0, 0].numpy()
     assert _sinusoid_residual(y_steady, f) > 0.5
+

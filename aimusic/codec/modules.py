@@ -116,10 +116,13 @@ class Encoder(nn.Module):
 def frame_stft(x: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor,
                frames: int) -> torch.Tensor:
     """Audio [B, 1, T] -> complex STFT [B, n_fft // 2 + 1, frames], frame f centred on
-    sample f * hop (x zero-padded or cut to ``frames * hop``): the frames the istft head
+    sample f * hop (x zero-padded or cut to ``frames * hop``, and zero-padded past
+    ``n_fft // 2`` samples when shorter): the frames the istft head
     writes and the spectral encoder reads."""
     x = x.squeeze(1).float()
     x = nn.functional.pad(x, (0, max(0, frames * hop - x.shape[-1])))[:, :frames * hop]
+    if x.shape[-1] <= n_fft // 2:  # reflect padding needs more samples than it adds
+        x = nn.functional.pad(x, (0, n_fft // 2 + 1 - x.shape[-1]))
     return torch.stft(x, n_fft, hop, n_fft, window, center=True, return_complex=True)[..., :frames]
 
 
