@@ -7,6 +7,8 @@ BIN     := $(VENV)/bin
 TORCH   ?= torch==2.13.0
 APT_PKGS_TEST  := fluidsynth fluid-soundfont-gm opus-tools hyperrogue-music chromium-headless-shell \
                   espeak-ng flite
+# What `make demo` uses beyond pip: espeak-ng reads the spoken sentence's text.
+APT_PKGS_DEMO  := espeak-ng
 APT_PKGS_MUSIC := ufoai-music nexuiz-music hyperrogue-music singularity-music \
                   planetblupi-music-ogg drascula-music asc-music
 # Speech corpus voices and texts (examples/make_speech_corpus.py); a missing one is skipped.
@@ -19,7 +21,7 @@ CORPUS  ?= data/corpus
 SPEECH  ?= data/speech
 MODELS  ?= models
 
-.PHONY: help install system-deps music-deps test test-slow lint bench corpus corpus-small speech-deps speech-corpus demo demo-codec pipeline voice-pipeline clean
+.PHONY: help install system-deps demo-deps music-deps test test-slow lint bench corpus corpus-small speech-deps speech-corpus demo demo-codec pipeline voice-pipeline clean
 
 help:
 	@echo "make install      .venv with the CPU torch wheel and aimusic (editable, dev tools)"
@@ -104,8 +106,12 @@ pipeline: install system-deps
 voice-pipeline: install speech-corpus
 	bash examples/voice_pipeline.sh
 
-# The bundled models continue a bundled recorded prompt by 20 s: demo/report.html.
-demo: install
+demo-deps:
+	$(call apt_install,$(APT_PKGS_DEMO),the demo speaks nothing and says why)
+
+# The bundled models continue a bundled recorded prompt by 20 s and speak a sentence:
+# demo/report.html. Without espeak-ng the music half still runs.
+demo: install demo-deps
 	$(BIN)/aimusic demo -o demo
 
 # The codec alone in a few minutes: train, round-trip a held-out piece, compare with Opus.

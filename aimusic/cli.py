@@ -991,7 +991,7 @@ def demo_cmd(
         for f in v["files"].values():
             stdout.print(f"{out / f['audio']}  {f['what']}", highlight=False, soft_wrap=True)
     else:
-        console.print(f"no voice models in {voice_dir}: nothing spoken", highlight=False)
+        console.print(f"note: {m['voice_note']}", highlight=False, soft_wrap=True)
     stdout.print(f"report: {out / 'report.html'}  ({m['elapsed_s']:.1f} s)", highlight=False)
 
 

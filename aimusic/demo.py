@@ -27,12 +27,14 @@ def run_demo(out_dir: str | Path, models_dir: str | Path, prompt_file: str | Pat
              prompt_seconds: float = 5.0, seconds: float = 20.0, seed: int = 0,
              progress: bool = True, voice_models: str | Path | None = None) -> dict[str, Any]:
     """Continue the prompt, speak VOICE_TEXT in the example voice with ``voice_models``
-    (skipped when that folder has no reading LM), write the audio, figures, metrics.json
+    (skipped, with ``voice_note`` saying why, when that folder has no reading LM or
+    espeak-ng is missing), write the audio, figures, metrics.json
     and report.html."""
     from aimusic.audio import load_audio
     from aimusic.fileio import write_json
     from aimusic.gen import continue_audio, format_timings, load_chain
     from aimusic.gen.evaluate import codec_roundtrip
+    from aimusic.text.phonemes import PhonemeError
 
     t_start = time.perf_counter()
     out = Path(out_dir)
@@ -56,7 +58,7 @@ def run_demo(out_dir: str | Path, models_dir: str | Path, prompt_file: str | Pat
         rows.append(("truth-codec", codec_roundtrip(chain, truth),
                      "the truth through the codec alone: the best an LM could do with it"))
     files = _write_clips(out, rows, sr, marks=[prompt_seconds])
-    metrics = {
+    metrics: dict[str, Any] = {
         "aimusic": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "prompt": {"file": str(prompt_path), "seconds": prompt_seconds},
@@ -66,9 +68,16 @@ def run_demo(out_dir: str | Path, models_dir: str | Path, prompt_file: str | Pat
         "stages": r["stages"], "timings_line": format_timings(r),
         "files": files,
         "figures": _figures(Path(models_dir)),
-        "voice": _speak(Path(voice_models), out, seed, progress) if voice_models else None,
-        "elapsed_s": round(time.perf_counter() - t_start, 1),
+        "voice": None, "voice_note": None,
     }
+    if voice_models:
+        try:
+            metrics["voice"] = _speak(Path(voice_models), out, seed, progress)
+        except PhonemeError as e:  # the music half stands without the voice's system package
+            metrics["voice_note"] = f"nothing spoken: {e}"
+        if metrics["voice"] is None and metrics["voice_note"] is None:
+            metrics["voice_note"] = f"nothing spoken: no reading LM in {voice_models}"
+    metrics["elapsed_s"] = round(time.perf_counter() - t_start, 1)
     write_json(out / "metrics.json", metrics)
     write_demo_report(out / "report.html", metrics)
     return metrics
@@ -80,10 +89,12 @@ def _speak(models_dir: Path, out: Path, seed: int, progress: bool) -> dict[str, 
     from aimusic.audio import load_audio
     from aimusic.gen import format_timings, load_chain
     from aimusic.lm.model import load_lm
+    from aimusic.text.phonemes import check_espeak
     from aimusic.voice.tts import EXAMPLE_VOICE, READING_FILE, speak_text
 
     if not (models_dir / READING_FILE).exists():
         return None
+    check_espeak()
     chain = load_chain(models_dir, "flat")
     lm = load_lm(models_dir / READING_FILE, "reading", chain.device)
     sr = chain.sample_rate
@@ -162,8 +173,8 @@ def write_demo_report(path: Path, m: dict[str, Any]) -> None:
     parts += _figure_tables(m.get("figures"))
     v = m.get("voice")
     if v is None:
-        parts.append("<h2>Voice</h2><p>No voice models were found (no reading LM), so nothing "
-                     "was spoken.</p>")
+        note = m.get("voice_note") or "nothing spoken: no reading LM"
+        parts.append(f"<h2>Voice</h2><p>{esc(note[0].upper() + note[1:])}.</p>")
     else:
         parts.append(f"<h2>Voice</h2><p><code>aimusic speak</code> with the models in "
                      f"<code>{esc(v['models_dir'])}</code> (seed {v['seed']}): the reading LM "
