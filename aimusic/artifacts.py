@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,9 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
         raise ArtifactError(p, "no training state to resume from")
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # objects beyond tensors and plain data: never unpickled
+        raise ArtifactError(p, "not a valid training state (only tensors and plain data are "
+                               "read, never pickled objects); it will not be loaded") from None
     except Exception as e:
         raise ArtifactError(p, f"unreadable training state ({e})") from None
     if not isinstance(state, dict):

@@ -55,8 +55,12 @@ def test_training_state_is_loaded_without_pickle_code(tmp_path: Path) -> None:
             return (print, ("pwned",))
 
     torch.save({"x": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(ArtifactError, match="unreadable training state"):
+    with pytest.raises(ArtifactError, match="not a valid training state") as e:
         load_state(tmp_path / "evil.pt")
+    assert "weights_only" not in str(e.value)  # torch's advice to unpickle is not relayed
+    (tmp_path / "junk.pt").write_bytes(b"not a zip")
+    with pytest.raises(ArtifactError, match="junk.pt: not a valid training state"):
+        load_state(tmp_path / "junk.pt")
 
 
 def test_describe_model_and_token_dir(tmp_path: Path) -> None:

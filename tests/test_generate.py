@@ -144,6 +144,9 @@ def test_continue_end_to_end_exact_length_and_same_seed_same_audio(models: Path,
     assert y.size == outs[0].size and not np.array_equal(y, outs[0])
     assert "no fine stage" in fail("continue", str(prompt), "-s", "1", "--models", str(models),
                                    "--layout", "delay", "--no-fine")
+    for bad in ("nan", "inf", "-inf", "0"):  # a line naming the value, never a traceback
+        msg = fail("continue", str(prompt), "-s", bad, "--models", str(models))
+        assert "--seconds must be a positive number" in msg and "Traceback" not in msg, msg
 
 
 def test_match_voice_re_expresses_new_frames_in_the_prompts() -> None:

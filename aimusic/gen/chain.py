@@ -577,10 +577,9 @@ def generate_audio(chain: Chain, seconds: float, *, sampling: dict[str, Sampling
 
 
 def _n_samples(seconds: float, sr: int) -> int:
-    n = int(round(seconds * sr))
-    if not math.isfinite(seconds) or n < 1:
-        raise AimusicError(f"--seconds must be positive, got {seconds:g}")
-    return n
+    if not math.isfinite(seconds) or int(round(seconds * sr)) < 1:
+        raise AimusicError(f"--seconds must be a positive number of seconds, got {seconds:g}")
+    return int(round(seconds * sr))
 
 
 def _result(out: np.ndarray, sr: int, seed: int, seconds: float, stats: dict, t_enc: float,
