@@ -879,8 +879,9 @@ def generate_cmd(
 def speak_cmd(
     text: Annotated[Optional[str], typer.Argument(help="What to say (or --text-file).")] = None,
     voice: Annotated[
-        Optional[Path], typer.Option("--voice", help="A recording of the voice to speak in (3 s "
-                                                     "or more; default: the bundled example "
+        Optional[Path], typer.Option("--voice", help="A recording of the voice to speak in (at "
+                                                     "least 1 s; 3 s or more is heard best; "
+                                                     "default: the bundled example "
                                                      "voice, one the bundled models never "
                                                      "trained on).")
     ] = None,
