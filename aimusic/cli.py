@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from aimusic import __version__
 from aimusic.errors import AimusicError
+from aimusic.fileio import check_writable
 from aimusic.runtime import console, settings, setup_logging, stdout
 
 app = typer.Typer(
@@ -196,7 +197,7 @@ def train_codec_cmd(
     from aimusic.runtime import resolve_device
 
     with handle_errors():
-        out = out or _models_dir(models) / "codec.safetensors"
+        out = check_writable(out or _models_dir(models) / "codec.safetensors")
         flags = {"steps": steps, "minutes": minutes, "batch_size": batch_size,
                  "decoder_only": decoder_only or None}
         model_cfg, train_cfg = _train_configs(PRESETS, TRAIN_PRESETS, preset, config, flags)
@@ -218,9 +219,9 @@ def _codec_each(inputs: list[Path], out: Path | None, codec_file: Path,
         if out is not None and len(inputs) > 1:
             raise AimusicError("-o names one output; with several inputs, outputs go beside each")
         device = resolve_device()
+        targets = [check_writable(out or target_for(path)) for path in inputs]
         model = load_codec(codec_file, device)
-        for path in inputs:
-            target = out or target_for(path)
+        for path, target in zip(inputs, targets):
             run(model, path, target, device)
             stdout.print(f"{path} -> {target}", highlight=False)
 
@@ -263,7 +264,7 @@ def train_semantic_cmd(
     from aimusic.semantic.train import TRAIN_PRESETS, train_semantic
 
     with handle_errors():
-        out = out or _models_dir(models) / "semantic.safetensors"
+        out = check_writable(out or _models_dir(models) / "semantic.safetensors")
         model_cfg, train_cfg = _train_configs(PRESETS, TRAIN_PRESETS, preset, config,
                                               {"steps": steps, "minutes": minutes})
         if clusters is not None:
@@ -357,6 +358,7 @@ def tokenize_cmd(
 
     with handle_errors():
         parts, index = resolve_split(num_shards, shard_index)
+        check_writable(out, folder=True)
         device = resolve_device()
         codec_model = load_codec(_codec_path(codec, models), device)
         semantic_model = load_semantic(_semantic_path(semantic, models), device)
@@ -468,7 +470,7 @@ def train_lm_cmd(
     from aimusic.runtime import resolve_device
 
     with handle_errors():
-        out_dir = out or _models_dir(models)
+        out_dir = check_writable(out or _models_dir(models), folder=True)
         stages = stages_for(stage, layout)
         flags = {"steps": steps, "minutes": minutes, "batch_size": batch_size}
         model_cfg, train_cfg = _train_configs(PRESETS, TRAIN_PRESETS, preset, config, flags)
@@ -515,7 +517,7 @@ def train_tts_cmd(
     from aimusic.voice.tts import READING_FILE, train_reading
 
     with handle_errors():
-        target = out or _models_dir(models) / READING_FILE
+        target = check_writable(out or _models_dir(models) / READING_FILE)
         flags = {"steps": steps, "minutes": minutes, "batch_size": batch_size}
         model_cfg, train_cfg = _train_configs(PRESETS, TRAIN_PRESETS, preset, config, flags)
         if voice_tokens < 0:
@@ -561,6 +563,8 @@ def eval_codec_cmd(
     from aimusic.runtime import resolve_device
 
     with handle_errors():
+        if out is not None:
+            check_writable(out)
         device = resolve_device()
         path = _codec_path(codec, models)
         model = load_codec(path, device)
@@ -661,6 +665,8 @@ def eval_semantic_cmd(
     from aimusic.semantic.model import load_semantic
 
     with handle_errors():
+        if out is not None:
+            check_writable(out)
         found = pairs(pairs_dir)
         tokenizers: dict[str, Callable[[Any], Any]] = {}
         for path in semantic or [_semantic_path(None, models)]:
@@ -709,6 +715,8 @@ def eval_lm_cmd(
     from aimusic.runtime import resolve_device
 
     with handle_errors():
+        if out is not None:
+            check_writable(out)
         result = evaluate_lms(tokens_dir, _models_in(models), stages_for(stage, layout),
                               resolve_device(), windows, batch_size)
         if out:
@@ -827,10 +835,11 @@ def continue_cmd(
     with handle_errors():
         if out is not None and len(inputs) > 1:
             raise AimusicError("-o names one output; with several inputs, outputs go beside each")
+        targets = [check_writable(out or path.with_name(path.stem + ".continued.wav"))
+                   for path in inputs]
         chain = _load_chain(models, layout, codec, semantic)
         sampling = sampling_for(chain.stages, temperature, top_k, top_p)
-        for path in inputs:
-            target = out or path.with_name(path.stem + ".continued.wav")
+        for path, target in zip(inputs, targets):
             r = continue_file(chain, path, target, seconds, prompt_seconds=prompt_seconds,
                               continuation_only=continuation_only, sampling=sampling,
                               seed=seed if seed is not None else settings.seed, use_cache=cache,
@@ -861,6 +870,7 @@ def generate_cmd(
     from aimusic.gen import generate_audio, sampling_for
 
     with handle_errors():
+        check_writable(out, folder=True)
         chain = _load_chain(models, layout, codec, semantic)
         sampling = sampling_for(chain.stages, temperature, top_k, top_p)
         base = seed if seed is not None else settings.seed
@@ -939,6 +949,8 @@ def speak_cmd(
             targets = [folder / f"line-{i + 1:03d}.wav" for i in range(len(lines))]
         else:
             lines, targets = [str(text)], [out or Path("speech.wav")]
+        for target in targets:
+            check_writable(target)
         chain = _load_chain(models, "flat", None, None, bundle="voice")
         lm = load_lm(_models_in(models, "voice") / READING_FILE, "reading", chain.device)
         if voice is None:
@@ -981,6 +993,7 @@ def demo_cmd(
 
     voice_dir = voice_models or bundled_models_dir("voice")
     with handle_errors():
+        check_writable(out, folder=True)
         m = run_demo(out, _models_in(models), prompt, prompt_seconds, seconds, seed,
                      progress=not settings.quiet, voice_models=voice_dir)
     stdout.print(m["timings_line"], highlight=False, soft_wrap=True)
@@ -1032,6 +1045,7 @@ def eval_continuation_cmd(
     from aimusic.lm.train import lm_path
 
     with handle_errors():
+        check_writable(out, folder=True)
         files = [f for a in audio for f in list_audio_files(a)]
         if not files:
             raise AimusicError(f"no audio files in {', '.join(map(str, audio))}")
@@ -1097,6 +1111,8 @@ def eval_voice_cmd(
     from aimusic.voice.judges import check_judges
 
     with handle_errors():
+        if out is not None:
+            check_writable(out)
         check_judges()
         result = evaluate_voice(corpus, generated, per_speaker=per_speaker, enroll=enroll,
                                 id_seconds=id_seconds, wer_real=wer_real,

@@ -11,6 +11,30 @@ from pathlib import Path
 from typing import Any
 
 
+def check_writable(path: str | os.PathLike, folder: bool = False) -> Path:
+    """Make sure ``path`` (a file, or with ``folder`` a directory) can be written before any
+    work starts: its folder is created and a probe file written and removed there. An
+    ``AimusicError`` names the path and the reason otherwise."""
+    from aimusic.errors import AimusicError
+
+    p = Path(path)
+    where = p if folder else p.parent
+    if not folder and p.is_dir():
+        raise AimusicError(f"{p}: is a folder; name a file to write")
+    probe = where / f".write-probe-{os.getpid()}"
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb"):
+            pass
+        probe.unlink()
+    except OSError as e:
+        blocker = next((a for a in (where, *where.parents) if a.exists() and not a.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else e.strerror or e
+        raise AimusicError(f"{p}: cannot write {'in this folder' if folder else 'this file'} "
+                           f"({why})") from None
+    return p
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and rename over ``path``.

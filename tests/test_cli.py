@@ -67,3 +67,33 @@ def test_the_cli_starts_without_importing_torch() -> None:
     code = "import sys, aimusic.cli; print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "False"
+
+
+def test_an_output_that_cannot_be_written_fails_before_any_work(tmp_path) -> None:
+    """Every command that writes checks its output first and fails in one line naming it
+    (here: a folder path that runs through a file), before loading models or training; the
+    inputs need not even exist, since nothing else is read first."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    bad = blocker / "sub"
+    missing = str(tmp_path / "missing")
+    cases = [
+        ["continue", missing, "-s", "1", "-o", str(bad / "out.wav")],
+        ["train-codec", missing, "-o", str(bad / "codec.safetensors")],
+        ["train-semantic", missing, "-o", str(bad / "semantic.safetensors")],
+        ["train-lm", missing, "-o", str(bad)],
+        ["train-tts", missing, "-o", str(bad / "lm-reading.safetensors")],
+        ["tokenize", missing, "-o", str(bad)],
+        ["encode", missing, "-o", str(bad / "x.codes.safetensors")],
+        ["decode", missing, "-o", str(bad / "x.wav")],
+        ["generate", "-s", "1", "-o", str(bad)],
+        ["speak", "hello", "-o", str(bad / "x.wav")],
+        ["demo", "-o", str(bad)],
+        ["eval", "continuation", missing, "-o", str(bad)],
+        ["eval", "codec", missing, "-o", str(bad / "x.json")],
+    ]
+    for args in cases:
+        r = runner.invoke(app, args)
+        text = " ".join(r.output.split())
+        assert r.exit_code == 1 and "Traceback" not in text, (args, r.output)
+        assert f"{bad}" in text and "blocker is a file, not a folder" in text, (args, text)
