@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,34 @@ def check_writable(path: str | os.PathLike, folder: bool = False) -> Path:
     return p
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike, quiet_seconds: float = 60.0) -> list[Path]:
+    """Remove the temporaries :func:`atomic_path` left beside ``path`` when its writer was
+    killed: ``.STEM.tmpPID.SUFFIX`` whose process is gone and which nobody has touched for
+    ``quiet_seconds`` (a writer on another machine sharing the folder keeps its file
+    fresh). Returns what was removed."""
+    p = Path(path)
+    removed = []
+    for tmp in p.parent.glob(f".{glob.escape(p.stem)}.tmp*{glob.escape(p.suffix)}"):
+        pid = tmp.name[len(p.stem) + 5:len(tmp.name) - len(p.suffix)]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            if time.time() - tmp.stat().st_mtime >= quiet_seconds:
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and rename over ``path``.
@@ -44,6 +74,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(p)
     tmp = p.with_name(f".{p.stem}.tmp{os.getpid()}{p.suffix}")
     try:
         yield tmp

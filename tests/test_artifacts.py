@@ -105,3 +105,28 @@ def test_config_errors_name_the_problem(tmp_path: Path) -> None:
         config_from_dict(Cfg, {"dim": "big"})
     with pytest.raises(ConfigError, match="unknown preset 'huge'"):
         build_config(PRESETS, "huge")
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    """``.lm-coarse.tmpPID.safetensors`` of a writer killed mid-save goes on the next save of
+    that file; a live writer's, or one touched in the last minute, stays."""
+    import os
+    import subprocess
+    import sys
+
+    from aimusic.fileio import write_json
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = int(done.stdout)
+    stale = tmp_path / f".m.tmp{dead}.json"
+    fresh = tmp_path / f".m.tmp{dead + 100000}.json"  # a pid no system has yet
+    live = tmp_path / f".m.tmp{os.getppid()}.json"
+    other = tmp_path / f".n.tmp{dead}.json"  # another file's: not ours to touch
+    for f in (stale, fresh, live, other):
+        f.write_text("{")
+    for f in (stale, live, other):
+        os.utime(f, (0, 0))
+    write_json(tmp_path / "m.json", {"a": 1})
+    assert not stale.exists() and fresh.exists() and live.exists() and other.exists()
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": 1}
