@@ -181,6 +181,13 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
             raise ArtifactError(p, "a directory without manifest.json is not a token directory")
         m = json.loads(manifest.read_text())
         size = sum(f.stat().st_size for f in p.iterdir() if f.is_file())
+        want = m.get("depends", {})
+        for shard in sorted(p.glob("shard-*.safetensors")):  # one tokenizer for the whole folder
+            have = read_metadata(shard)["depends"]
+            if have != want:
+                raise ArtifactError(shard, f"made with {_models(have)}, but the manifest says "
+                                           f"{_models(want)}: the folder mixes two tokenizers; "
+                                           "tokenize it again into an empty folder")
         return {
             "path": str(p),
             "kind": m.get("format", "?").removeprefix("aimusic.").split("/")[0],
@@ -190,6 +197,19 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
             "depends": m.get("depends", {}),
             "config": {k: v for k, v in m.items() if k not in ("items", "depends", "format")},
             "items": len(m.get("items", [])),
+        }
+    if p.name.endswith(".state.pt"):
+        state = load_state(p)
+        model = p.with_name(p.name.removesuffix(".state.pt") + ".safetensors")
+        return {
+            "path": str(p),
+            "kind": "training state",
+            "for": str(model) + ("" if model.exists() else " (missing)"),
+            "size_bytes": p.stat().st_size,
+            "step": state.get("step"),
+            "minutes": state.get("minutes"),
+            "holds": sorted(state),
+            "resume": "train again with --resume and the same output to continue from it",
         }
     meta = read_metadata(p)
     values = sum(_numel(s) for s in meta["shapes"].values())
@@ -210,6 +230,10 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     if meta["extra"]:
         out["extra"] = meta["extra"]
     return out
+
+
+def _models(depends: dict[str, str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(depends.items())) or "no models"
 
 
 def _numel(shape: list[int]) -> int:

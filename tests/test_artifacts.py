@@ -73,6 +73,16 @@ def test_describe_model_and_token_dir(tmp_path: Path) -> None:
         {"format": "aimusic.tokens/1", "items": [1, 2], "depends": {"codec": "h"}}))
     d = describe(tmp_path / "tokens")
     assert d["kind"] == "tokens" and d["items"] == 2
+    for i, codec in enumerate(("h", "other")):  # a shard from another codec: a mixed folder
+        save_artifact(tmp_path / "tokens" / f"shard-{i:05d}.safetensors",
+                      {"t": torch.zeros(2, dtype=torch.int16)}, "tokens", 1, {},
+                      depends={"codec": codec})
+    with pytest.raises(ArtifactError, match="shard-00001.safetensors: made with codec other, "
+                                            "but the manifest says codec h"):
+        describe(tmp_path / "tokens")
+    save_state(tmp_path / "m.state.pt", {"step": 12, "minutes": 3.5, "model": {}})
+    d = describe(tmp_path / "m.state.pt")  # a training state says what it is
+    assert d["kind"] == "training state" and d["step"] == 12 and d["for"] == str(p)
 
 
 @dataclass
