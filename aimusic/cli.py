@@ -933,6 +933,7 @@ def speak_cmd(
     from aimusic.audio import load_audio, save_audio
     from aimusic.gen import sampling_for
     from aimusic.lm.model import load_lm
+    from aimusic.text.phonemes import foreign_letters
     from aimusic.voice.tts import EXAMPLE_VOICE, READING_FILE, SPEAK_FINE, VOICE_MATCH, speak_text
 
     with handle_errors():
@@ -962,6 +963,10 @@ def speak_cmd(
         sampling = sampling_for(chain.stages, temperature, top_k, top_p)
         base = seed if seed is not None else settings.seed
         for i, (line, target) in enumerate(zip(lines, targets)):
+            if foreign := foreign_letters(line):
+                console.print(f"[yellow]warning[/] the English voice cannot read {foreign[:20]!r} "
+                              "(not Latin letters): it will name them instead, e.g. "
+                              "\"Chinese letter\"", highlight=False, soft_wrap=True)
             r = speak_text(chain, lm, line, audio, voice_name=str(voice), sampling=sampling,
                            seed=None if base is None else base + i, progress=not settings.quiet,
                            voice_match=VOICE_MATCH if voice_match is None else voice_match,

@@ -95,3 +95,11 @@ def test_missing_espeak_is_a_clear_error(monkeypatch) -> None:
     with pytest.raises(ph.PhonemeError, match="apt-get install espeak-ng") as e:
         ph.phonemize(["hello"])
     assert isinstance(e.value, AimusicError)
+
+
+def test_letters_the_english_voice_cannot_read_are_found() -> None:
+    """`speak` warns about them: espeak-ng's English voice says "Chinese letter" for 你."""
+    assert ph.foreign_letters("Hello, café naïve Œuvre 42 $ ½!") == ""
+    assert ph.foreign_letters("say 你好 and 你 again") == "你好"
+    assert ph.foreign_letters("Привет, мир") == "Приветм"
+    assert ph.foreign_letters("ＡＢＣ") == ""  # full-width Latin reads as Latin after NFKC

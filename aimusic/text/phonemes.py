@@ -97,6 +97,17 @@ def normalize_text(text: str) -> str:
     return " ".join(t.split())
 
 
+def foreign_letters(text: str) -> str:
+    """The letters of ``text`` that are not Latin (``"你好"`` for ``"say 你好"``), each once,
+    in order: espeak-ng's English voice names them ("Chinese letter") instead of reading
+    them."""
+    seen: dict[str, None] = {}
+    for ch in unicodedata.normalize("NFKC", text):
+        if ch.isalpha() and not unicodedata.name(ch, "").startswith("LATIN"):
+            seen.setdefault(ch)
+    return "".join(seen)
+
+
 def check_espeak() -> str:
     """The espeak-ng executable's path, or a PhonemeError saying how to install it."""
     path = shutil.which(ESPEAK)
