@@ -63,15 +63,16 @@ def synthetic(n: int, rng: np.random.Generator) -> FileTokens:
     return FileTokens(sem.astype(np.int16), ac.astype(np.int16), num_samples=960 * n)
 
 
-def make_tokens(root: Path, depends: dict[str, str] = DEPENDS, seed: int = 0) -> Path:
+def make_tokens(root: Path, depends: dict[str, str] = DEPENDS, seed: int = 0,
+                items: dict[str, int] = ITEMS) -> Path:
     """A token directory in the format `aimusic tokenize` writes (two shards)."""
     spec = TokenSpec(depends["codec"], depends["semantic"], 24000, LEVELS, CODES, CLUSTERS,
                      25.0, 75.0, 3, 960, 960)
     rng = np.random.default_rng(seed)
-    sources = list(ITEMS)
+    sources = list(items)
     records = []
     for k, group in enumerate((sources[:3], sources[3:])):
-        results: list[FileTokens | str] = [synthetic(ITEMS[s], rng) for s in group]
+        results: list[FileTokens | str] = [synthetic(items[s], rng) for s in group]
         records.append(write_shard(root / shard_name(k), k, group, results, spec))
     manifest, _ = build_manifest(spec, records, {})
     write_json(root / "manifest.json", manifest)
@@ -221,6 +222,18 @@ def test_two_process_gloo_ddp_matches_one_process(tokens: Path, small_cfg: Path,
     la, lb = _log(tmp_path / "ddp", "semantic"), _log(tmp_path / "one", "semantic")
     assert la[-1]["val_ce"] == pytest.approx(lb[-1]["val_ce"], abs=1e-4)
     assert la[-2]["train_loss"] == pytest.approx(lb[-2]["train_loss"], abs=1e-4)
+
+
+def test_a_validation_too_small_to_measure_is_warned_about(tmp_path: Path, caplog) -> None:
+    """A held-out split of one semantic token gives a validation figure that is noise: the
+    run says so."""
+    import logging
+
+    tokens = make_tokens(tmp_path / "t", items={**ITEMS, "val/five.wav": 1})
+    model_cfg, cfg = _configs("semantic", steps=1, val_every=1)
+    with caplog.at_level(logging.WARNING, logger="aimusic"):
+        train_lm(tokens, tmp_path / "m", ["semantic"], model_cfg, cfg, CPU, show_progress=False)
+    assert any("validation holds only 1 semantic token" in r.getMessage() for r in caplog.records)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tokens: Path, tmp_path: Path,

@@ -49,6 +49,7 @@ from aimusic.runtime import fast_bf16
 from aimusic.tokens.reader import TokenDataset
 
 log = logging.getLogger("aimusic")
+MIN_VAL_TOKENS = 50  # semantic tokens (2 s) held out, below which validation is noise
 
 VAL_DIRS = {"val", "valid", "validation"}
 FLAT_STAGES = ("semantic", "coarse", "fine")
@@ -505,6 +506,11 @@ def _train_stage(ds: TokenDataset, train_items: list[int], val_items: list[int],
 
         net = DDP(model, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
 
+    val_tokens = sum(int(ds.semantic_lengths[i]) for i in val_items)
+    if dist_info.main and val_tokens < MIN_VAL_TOKENS:
+        log.warning("%s: validation holds only %d semantic token%s in all; its figures are "
+                    "noise (hold out more audio: a val/ folder)", stage, val_tokens,
+                    "" if val_tokens == 1 else "s")
     val_windows = tile_windows(units, val_items, sd.n, cfg.val_windows)
     final_windows = tile_windows(units, val_items, sd.n, cfg.eval_windows)
     log_file = out.with_name(out.name.removesuffix(".safetensors") + ".log.jsonl")
