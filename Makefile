@@ -40,6 +40,7 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,eval]'
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps 'basic-pitch==0.4.0'
 	@touch $@
 
 # $(call apt_install,PACKAGES,WHAT HAPPENS WITHOUT THEM): install the missing ones with
