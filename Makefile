@@ -17,11 +17,14 @@ SPEECH_APT := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvo
               asterisk-core-sounds-es asterisk-core-sounds-es-wav asterisk-core-sounds-fr \
               asterisk-core-sounds-fr-wav asterisk-core-sounds-it asterisk-core-sounds-it-wav \
               asterisk-core-sounds-ru asterisk-core-sounds-ru-wav
+# Pianos of the piano corpus (examples/make_piano_corpus.py); a missing one is left out.
+PIANO_APT := fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small
 CORPUS  ?= data/corpus
+PIANO   ?= data/piano
 SPEECH  ?= data/speech
 MODELS  ?= models
 
-.PHONY: help install system-deps demo-deps music-deps test test-slow lint bench corpus corpus-small speech-deps speech-corpus demo demo-codec pipeline voice-pipeline clean
+.PHONY: help install system-deps demo-deps music-deps test test-slow lint bench corpus corpus-small piano-deps piano-corpus speech-deps speech-corpus demo demo-codec pipeline voice-pipeline clean
 
 help:
 	@echo "make install      .venv with the CPU torch wheel and aimusic (editable, dev tools)"
@@ -31,6 +34,7 @@ help:
 	@echo "make lint         ruff + mypy"
 	@echo "make bench        speed and memory benchmarks (BENCHMARKS.md)"
 	@echo "make corpus       reference corpora: rendered scores + recorded soundtracks ($(CORPUS))"
+	@echo "make piano-corpus  solo piano: scores on several pianos, ~20 h ($(PIANO))"
 	@echo "make speech-corpus  speech: flite, festival, espeak-ng voices + recorded prompts ($(SPEECH))"
 	@echo "make voice-pipeline train the voice models on the speech corpus, judge the test voices (voice/)"
 
@@ -87,6 +91,13 @@ corpus-small: install system-deps
 
 corpus: install system-deps music-deps
 	$(BIN)/python examples/make_corpus.py --out $(CORPUS) --size default
+
+piano-deps:
+	$(call apt_install,$(PIANO_APT),the corpus uses the pianos that are installed)
+
+# Solo piano, ~20 h: music21's polyphonic scores on several pianos (issue 31); reruns skip
+piano-corpus: install piano-deps
+	$(BIN)/python examples/make_piano_corpus.py --out $(PIANO) --size default
 
 speech-deps:
 	$(call apt_install,$(SPEECH_APT),their voices are skipped)

@@ -5,9 +5,9 @@ do its harmonics survive as lines?
         --codec aimusic/bundled/music/codec.safetensors --codec models/codec.safetensors \\
         --start 5 --seconds 6 --max-hz 4000 -o docs/codec-roundtrip.png
 
-Rows from the top: the original, then each codec's round trip at its full bitrate (or
-``--bandwidth``), each with its own caption strip. Frequency is linear from 0 Hz (bottom)
-to ``--max-hz`` (top), 4096-point STFT (5.9 Hz per bin at 24 kHz), 80 dB of range below
+Rows from the top, a white rule between them: the original, then each codec's round trip
+at its full bitrate (or ``--bandwidth``), in the order given (printed when done).
+Frequency is linear from 0 Hz (bottom) to ``--max-hz`` (top), 4096-point STFT (5.9 Hz per bin at 24 kHz), 80 dB of range below
 the original's loudest bin, the same scale for every row.
 """
 

@@ -81,6 +81,8 @@ def transcribe(audio: np.ndarray, sr: int) -> Transcription:
     """The notes of mono ``audio`` at ``sr``, with basic-pitch's default thresholds."""
     import soundfile as sf
     import soxr
+
+    model = _model()  # first: it silences basic-pitch's import-time warnings
     from basic_pitch.inference import predict
 
     x = np.asarray(audio, np.float32)
@@ -92,7 +94,7 @@ def transcribe(audio: np.ndarray, sr: int) -> Transcription:
         sf.write(name, x, SAMPLE_RATE, subtype="FLOAT")
         with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), \
                 np.errstate(invalid="ignore", divide="ignore"):  # "Predicting..."; silence
-            out, _, events = predict(name, _model(), onset_threshold=ONSET_THRESHOLD,
+            out, _, events = predict(name, model, onset_threshold=ONSET_THRESHOLD,
                                      frame_threshold=FRAME_THRESHOLD)
     finally:
         os.unlink(name)

@@ -1,0 +1,77 @@
+"""The solo piano corpus builder (examples/make_piano_corpus.py) at a small size: real
+renders of three short pieces, split by piece, a bad score skipped and reported, a rerun
+that keeps everything."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from conftest import load_example
+
+from aimusic.audio import audio_info, load_audio
+
+music21 = pytest.importorskip("music21", reason="music21 not installed: pip install music21")
+if shutil.which("fluidsynth") is None:
+    pytest.skip("fluidsynth not installed: sudo apt-get install fluidsynth", allow_module_level=True)
+pytest.importorskip("pretty_midi", reason="pretty_midi not installed (make install)")
+load_example("make_corpus")  # make_piano_corpus imports it by name
+mp = load_example("make_piano_corpus")
+if not mp.installed_pianos():
+    pytest.skip("no piano soundfont: sudo apt-get install fluid-soundfont-gm", allow_module_level=True)
+
+PIECES = ("bach/bwv66.6", "bach/bwv269", "bach/bwv153.1")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    from music21 import corpus
+
+    bad = tmp_path_factory.mktemp("scores") / "broken.xml"
+    bad.write_text("<score-partwise><part id='P1'>not music")
+    pieces = [mp.Piece(p, "bach", str(corpus.getWork(p))) for p in PIECES]
+    pieces.append(mp.Piece("bach/broken", "bach", str(bad)))
+    out = tmp_path_factory.mktemp("piano")
+    real = mp.list_candidates
+    mp.list_candidates = lambda: pieces  # the module's own name: the build reads it there
+    try:
+        m = mp.build_piano_corpus(out, "small", seed=0, workers=2, max_pieces=4, max_seconds=5)
+        yield out, m, pieces
+    finally:
+        mp.list_candidates = real
+
+
+def test_renditions_are_24k_mono_piano_split_by_piece(built) -> None:
+    out, m, _ = built
+    assert m["pieces"] == 3 and len(m["entries"]) == 6 and m["format"] == "aimusic.corpus/1"
+    by_piece: dict[str, list[dict]] = {}
+    for e in m["entries"]:
+        info = audio_info(out / e["path"])
+        assert info.sample_rate == 24000 and info.channels == 1
+        x = load_audio(out / e["path"], 24000)
+        assert 1.0 <= x.size / 24000 <= 5.0 and np.sqrt(np.mean(x ** 2)) > 0.01
+        assert e["path"].startswith(f"piano/{e['split']}/") and -4 <= e["transpose"] <= 4
+        by_piece.setdefault(e["piece"], []).append(e)
+    for renditions in by_piece.values():
+        assert len({e["split"] for e in renditions}) == 1  # a piece's renditions: one split
+        assert len({e["room"]["rt60"] for e in renditions}) == 1  # and one room
+        if len(mp.installed_pianos()) > 1:
+            assert len({e["piano"] for e in renditions}) == 2  # on two pianos
+
+
+def test_a_bad_score_is_skipped_and_a_rerun_keeps_everything(built) -> None:
+    out, m, pieces = built
+    assert [s["id"] for s in m["skipped"]] == ["bach/broken"] and m["skipped"][0]["reason"]
+    mtimes = {e["path"]: (out / e["path"]).stat().st_mtime_ns for e in m["entries"]}
+    again = mp.build_piano_corpus(out, "small", seed=0, workers=2, max_pieces=4, max_seconds=5)
+    assert again["reused"] == 6 and [s["id"] for s in again["skipped"]] == ["bach/broken"]
+    assert {e["path"]: (out / e["path"]).stat().st_mtime_ns for e in again["entries"]} == mtimes
+
+
+def test_the_plan_depends_only_on_the_seed() -> None:
+    pianos = [("a.sf2", 0), ("b.sf2", 0), ("c.sf2", 0)]
+    a = [mp.rendition_plan("piece", k, 0, pianos) for k in range(3)]
+    assert a == [mp.rendition_plan("piece", k, 0, pianos) for k in range(3)]
+    assert len({p["soundfont"] for p in a}) == 3  # one piano per rendition while there are enough
+    assert mp.room_for("piece", 0) == mp.room_for("piece", 0) != mp.room_for("piece", 1)
