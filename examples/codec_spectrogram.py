@@ -7,8 +7,9 @@ do its harmonics survive as lines?
 
 Rows from the top, a white rule between them: the original, then each codec's round trip
 at its full bitrate (or ``--bandwidth``), in the order given (printed when done).
-Frequency is linear from 0 Hz (bottom) to ``--max-hz`` (top), 4096-point STFT (5.9 Hz per bin at 24 kHz), 80 dB of range below
-the original's loudest bin, the same scale for every row.
+Frequency is linear from 0 Hz (bottom) to ``--max-hz`` (top), 4096-point STFT (5.9 Hz per
+bin at 24 kHz), 80 dB of range below the original's loudest bin, the same scale for every
+row.
 """
 
 from __future__ import annotations
