@@ -66,6 +66,51 @@ def remove_stale_temps(path: str | os.PathLike, quiet_seconds: float = 60.0) -> 
 
 
 @contextlib.contextmanager
+def writer_lock(lock: str | os.PathLike, what: str) -> Iterator[Path]:
+    """Hold ``lock`` (a file naming this process) while ``what`` writes its folder: a second
+    writer is refused with a message naming the holder; a lock left by a process that is gone
+    (on this machine) is taken over. The lock is removed on exit."""
+    import socket
+    from datetime import datetime, timezone
+
+    from aimusic.errors import AimusicError
+
+    p = Path(lock)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
+          "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    body = json.dumps(me).encode()
+    for _ in range(3):
+        try:
+            fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(p.read_text())
+            except (OSError, ValueError):
+                holder = {}
+            dead = holder.get("host") == me["host"] and not _alive(int(holder.get("pid", 0)))
+            if holder and not dead:
+                raise AimusicError(
+                    f"{p.parent}: another {holder.get('what', 'run')} is writing here (pid "
+                    f"{holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}); "
+                    f"wait for it, or remove {p} if that process is gone") from None
+            with contextlib.suppress(FileNotFoundError):  # stale (or unreadable): take it over
+                p.unlink()
+            continue
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+        break
+    else:
+        raise AimusicError(f"{p}: could not take the lock")
+    try:
+        yield p
+    finally:
+        with contextlib.suppress(OSError):
+            if p.read_bytes() == body:
+                p.unlink()
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and rename over ``path``.
 

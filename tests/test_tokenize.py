@@ -212,6 +212,33 @@ def test_kill_9_mid_run_then_resume(ref: Path, corpus: Path, codec_file: Path,
     assert not list(out.glob(".shard-*"))
 
 
+def test_one_writer_per_folder_and_a_dead_writers_lock_is_taken_over(ref: Path, corpus: Path,
+                                                                      codec: Codec,
+                                                                      tmp_path: Path) -> None:
+    """A second tokenize into a folder another one is writing is refused, naming the holder
+    (two runs with different models used to mix their shards); a lock left by a killed run
+    is taken over, and a finished run leaves none."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from aimusic.errors import AimusicError
+
+    lock = tmp_path / ".tokenize.lock"
+    live = {"pid": os.getppid(), "host": socket.gethostname(), "what": "tokenize",
+            "since": "2026-12-07T00:00:00+00:00"}
+    lock.write_text(json.dumps(live))
+    with pytest.raises(AimusicError, match=f"another tokenize is writing here \\(pid {os.getppid()}"):
+        run(corpus, tmp_path, codec)
+    assert not list(tmp_path.glob("shard-*")) and json.loads(lock.read_text()) == live
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    lock.write_text(json.dumps({**live, "pid": int(gone.stdout)}))
+    run(corpus, tmp_path, codec)
+    assert shards(tmp_path) == shards(ref) and not lock.exists()
+
+
 def test_split_runs_merge_into_the_single_run_dataset(ref: Path, corpus: Path, codec_file: Path,
                                                       tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(semantic_model, "load_semantic", lambda path, device="cpu": FakeSemantic())

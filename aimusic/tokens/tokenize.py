@@ -40,7 +40,7 @@ import torch
 
 from aimusic.audio import AUDIO_EXTENSIONS, list_audio_files, load_audio
 from aimusic.errors import AimusicError, ArtifactError, AudioError
-from aimusic.fileio import write_json
+from aimusic.fileio import write_json, writer_lock
 from aimusic.tokens.shards import (
     MANIFEST,
     FileTokens,
@@ -452,45 +452,47 @@ def tokenize(
     mine = part_shards(len(plan), num_parts, part_index)
     out.mkdir(parents=True, exist_ok=True)
 
-    records = _done_shards(out, plan, mine, spec)
-    todo = [k for k in mine if k not in records]
-    resumed = len(records)
-    base = audio_dir.parent if audio_dir.is_file() else audio_dir
-    tasks: list[Task] = [((k, j), str(base / src)) for k in todo for j, src in enumerate(plan[k])]
-    # largest files of each shard first: less time with one worker busy and the rest idle
-    tasks.sort(key=lambda t: (t[0][0], -_size(t[1])))
-    results: dict[int, list[FileTokens | str]] = {k: [""] * len(plan[k]) for k in todo}
-    left = {k: len(plan[k]) for k in todo}
-    n_workers = workers if workers is not None else default_workers(len(tasks), device)
-    n_files = sum(len(plan[k]) for k in mine)
-    new_seconds = 0.0
-    with _Bar(n_files, n_files - len(tasks), progress) as bar:
-        for (k, j), r in run_files(tasks, n_workers, Job(codec, semantic, spec, device)):
-            results[k][j] = r
-            seconds = 0.0 if isinstance(r, str) else r.num_samples / spec.sample_rate
-            new_seconds += seconds
-            bar.advance(seconds)
-            left[k] -= 1
-            if left[k] == 0:
-                records[k] = write_shard(out / shard_name(k), k, plan[k], results.pop(k), spec)
-                if on_shard is not None:
-                    on_shard(k)
+    lock = out / (".tokenize.lock" if num_parts == 1 else f".tokenize-part-{part_index}.lock")
+    with writer_lock(lock, "tokenize"):  # one writer per folder (per part of a job array)
+        records = _done_shards(out, plan, mine, spec)
+        todo = [k for k in mine if k not in records]
+        resumed = len(records)
+        base = audio_dir.parent if audio_dir.is_file() else audio_dir
+        tasks: list[Task] = [((k, j), str(base / src)) for k in todo for j, src in enumerate(plan[k])]
+        # largest files of each shard first: less time with one worker busy and the rest idle
+        tasks.sort(key=lambda t: (t[0][0], -_size(t[1])))
+        results: dict[int, list[FileTokens | str]] = {k: [""] * len(plan[k]) for k in todo}
+        left = {k: len(plan[k]) for k in todo}
+        n_workers = workers if workers is not None else default_workers(len(tasks), device)
+        n_files = sum(len(plan[k]) for k in mine)
+        new_seconds = 0.0
+        with _Bar(n_files, n_files - len(tasks), progress) as bar:
+            for (k, j), r in run_files(tasks, n_workers, Job(codec, semantic, spec, device)):
+                results[k][j] = r
+                seconds = 0.0 if isinstance(r, str) else r.num_samples / spec.sample_rate
+                new_seconds += seconds
+                bar.advance(seconds)
+                left[k] -= 1
+                if left[k] == 0:
+                    records[k] = write_shard(out / shard_name(k), k, plan[k], results.pop(k), spec)
+                    if on_shard is not None:
+                        on_shard(k)
 
-    info = {"source_dir": str(audio_dir), "files": len(sources), "files_per_shard": files_per_shard,
-            "num_shards": len(plan), "plan": plan_hash(sources, files_per_shard)}
-    if num_parts > 1:
-        info["part"] = {"index": part_index, "count": num_parts}
-    manifest, errors = build_manifest(spec, records.values(), info)
-    m_name, e_name = part_names(part_index, num_parts)
-    write_errors(out / e_name, errors)
-    write_json(out / m_name, manifest)  # last: the manifest marks a finished part
-    merged = out / MANIFEST if num_parts == 1 else _try_merge(out, num_parts)
-    return TokenizeResult(
-        files=n_files, items=len(manifest["items"]), skipped=len(errors), shards=len(mine),
-        resumed_shards=resumed, seconds=manifest["seconds"], new_seconds=new_seconds,
-        semantic_tokens=manifest["semantic_tokens"], acoustic_frames=manifest["acoustic_frames"],
-        wall_seconds=time.perf_counter() - t0, workers=n_workers, manifest=out / m_name,
-        errors_path=out / e_name, merged=merged)
+        info = {"source_dir": str(audio_dir), "files": len(sources), "files_per_shard": files_per_shard,
+                "num_shards": len(plan), "plan": plan_hash(sources, files_per_shard)}
+        if num_parts > 1:
+            info["part"] = {"index": part_index, "count": num_parts}
+        manifest, errors = build_manifest(spec, records.values(), info)
+        m_name, e_name = part_names(part_index, num_parts)
+        write_errors(out / e_name, errors)
+        write_json(out / m_name, manifest)  # last: the manifest marks a finished part
+        merged = out / MANIFEST if num_parts == 1 else _try_merge(out, num_parts)
+        return TokenizeResult(
+            files=n_files, items=len(manifest["items"]), skipped=len(errors), shards=len(mine),
+            resumed_shards=resumed, seconds=manifest["seconds"], new_seconds=new_seconds,
+            semantic_tokens=manifest["semantic_tokens"], acoustic_frames=manifest["acoustic_frames"],
+            wall_seconds=time.perf_counter() - t0, workers=n_workers, manifest=out / m_name,
+            errors_path=out / e_name, merged=merged)
 
 
 def _size(path: str) -> int:
