@@ -1040,6 +1040,11 @@ def eval_continuation_cmd(
         bool, typer.Option("--prompt-eq/--no-prompt-eq",
                            help="Continue as `continue --prompt-eq` does (off by default).")
     ] = False,
+    notes: Annotated[
+        bool, typer.Option("--notes", help="Also judge the notes with an independent "
+                                           "transcriber (basic-pitch): key agreement, onsets/s, "
+                                           "sounding frames, note confidence.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the coherence table as JSON.")] = False,
 ) -> None:
     """How well continuations keep the prompt's harmony, rhythm and sound, against the truth
@@ -1067,10 +1072,11 @@ def eval_continuation_cmd(
                 chains[name] = _load_chain(models, name, None, None)
             sr = next(iter(chains.values())).sample_rate
         metrics = evaluate_continuation(files, out, chains, sr, prompt_seconds, seconds, offset, clips,
-                                        seed, with_constructed, progress=not settings.quiet, eq=eq)
+                                        seed, with_constructed, progress=not settings.quiet, eq=eq,
+                                        notes=notes)
     if as_json:
-        typer.echo(json.dumps({"coherence": metrics["coherence"], "report": str(out / "report.html")},
-                              indent=2))
+        typer.echo(json.dumps({"coherence": metrics["coherence"], "notes": metrics["notes"],
+                               "report": str(out / "report.html")}, indent=2))
         return
     from rich.table import Table
 
@@ -1081,6 +1087,15 @@ def eval_continuation_cmd(
     for r in summary_rows(metrics):  # the last column (what a row is) is in the report
         t.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in r[:-1]])
     stdout.print(t)
+    if metrics["notes"]:
+        from aimusic.gen.evaluate import NOTE_FIGURES
+
+        nt = Table(title="notes (basic-pitch), against the prompt's")
+        for h in ["row", *NOTE_FIGURES]:
+            nt.add_column(h, justify="left" if h == "row" else "right")
+        for row, v in metrics["notes"].items():
+            nt.add_row(row, *[f"{v[k]:.2f}" for k in NOTE_FIGURES])
+        stdout.print(nt)
     for k in metrics["skipped"]:
         console.print(f"[yellow]skipped[/] {k['source']}: {k['reason']}", highlight=False)
     stdout.print(f"report: {out / 'report.html'}", highlight=False)

@@ -158,3 +158,33 @@ def test_cli_with_tiny_models_and_errors(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["eval", "continuation", str(clips / "c0.wav"), "--no-generate",
                                  "--prompt-seconds", "1", "--seconds", "1"])
     assert r.exit_code != 0 and "at least 2 clips" in r.output
+
+
+def test_the_note_judge_reads_truth_against_drone_and_other_pieces(tmp_path: Path) -> None:
+    """With --notes on rendered piano scales: the truth keeps the prompt's key and its
+    confident notes; another clip in another key agrees less; the drone's notes are
+    unconfident (it holds the prompt's spectrum still)."""
+    from aimusic.gen import notes as N
+
+    if not N.available():
+        pytest.skip("basic-pitch is not installed (make install)")
+    from test_notes import tones
+
+    scales = {"c": [60, 62, 64, 65, 67, 69, 71, 72], "fsharp": [66, 68, 70, 71, 73, 75, 77, 78],
+              "a_flat": [56, 58, 60, 61, 63, 65, 67, 68]}
+    files = []
+    for name, scale in scales.items():
+        rng = np.random.default_rng(zlib.crc32(name.encode()))
+        x = tones([int(p) for p in rng.permutation(scale * 8)[:40]], 0.3)
+        files.append(tmp_path / f"{name}.wav")
+        save_audio(files[-1], x, SR)
+    r = CliRunner().invoke(app, ["eval", "continuation", *map(str, files), "-o",
+                                 str(tmp_path / "out"), "--prompt-seconds", "4", "--seconds",
+                                 "6", "--no-generate", "--constructed", "--notes", "--json"])
+    assert r.exit_code == 0, r.output
+    notes = json.loads(r.output[r.output.index("{"):])["notes"]
+    assert {"truth", "other", "loop", "drone"} <= set(notes)
+    assert notes["truth"]["key"] > 0.5 and notes["truth"]["key"] > notes["other"]["key"] + 0.3
+    assert notes["truth"]["onsets_per_s"] == pytest.approx(1 / 0.3, rel=0.3)
+    assert notes["drone"]["confidence"] < notes["truth"]["confidence"] - 0.1
+    assert "Notes (basic-pitch)" in (tmp_path / "out" / "report.html").read_text()

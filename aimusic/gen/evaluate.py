@@ -9,6 +9,10 @@ are the prompt, the next ``seconds`` the truth. Rows of the report:
 - ``codec``: the truth through the codec (encode, decode): what a perfect LM could reach
   with this codec's sound;
 - one row per layout continued (``flat``, ``acoustic``, ``delay``): generated;
+- with ``notes``: the note judge (:mod:`aimusic.gen.notes`, basic-pitch) transcribes the
+  prompt and every row, and reports key agreement, onsets per second, the share of frames
+  where a note sounds and mean note confidence, with one more row, ``other``: another
+  clip's truth judged against this prompt;
 - with ``constructed``: continuations built to be wrong, to check the measures: a loop of
   the prompt, loudness-matched white noise, silence, the truth pitch-shifted +3 semitones,
   the truth time-stretched 1.3x (faster), and a drone: noise with the prompt's long-term
@@ -124,8 +128,8 @@ def _drone(prompt: np.ndarray, n: int, rms: float, rng: np.random.Generator) -> 
     return (y * rms / max(float(np.sqrt(np.mean(y.astype(np.float64) ** 2))), 1e-9)).astype(np.float32)
 
 
-def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {m: float(np.mean([r[m] for r in rows])) for m in C.MEASURES}
+def _mean(rows: list[dict[str, float]], keys: Sequence[str] = C.MEASURES) -> dict[str, float]:
+    return {m: float(np.mean([r[m] for r in rows])) for m in keys}
 
 
 def reference_agreements(prompt: C.Features, truths: list[C.Features],
@@ -177,9 +181,11 @@ def evaluate_continuation(files: Sequence[Path], out_dir: str | Path, chains: di
                           sr: int, prompt_seconds: float = 5.0, seconds: float = 10.0,
                           offset: float = 0.0, clips: int = 0, seed: int = 0,
                           with_constructed: bool = False, progress: bool = False,
-                          sampling: dict[str, Any] | None = None, eq: bool = False) -> dict[str, Any]:
+                          sampling: dict[str, Any] | None = None, eq: bool = False,
+                          notes: bool = False) -> dict[str, Any]:
     """Run the evaluation and write the report; returns what ``metrics.json`` holds.
-    ``eq``: continuations equalized as `continue --prompt-eq` does (``codec_eq``)."""
+    ``eq``: continuations equalized as `continue --prompt-eq` does (``codec_eq``);
+    ``notes``: the note judge's figures beside the coherence."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from aimusic import __version__
@@ -197,6 +203,10 @@ def evaluate_continuation(files: Sequence[Path], out_dir: str | Path, chains: di
         raise AimusicError(f"eval continuation needs at least 2 clips of {prompt_seconds + seconds:g} s "
                            f"(the floor is other clips); found {len(items)} in "
                            f"{len(files)} file(s)" + (f", {len(skipped)} skipped" if skipped else ""))
+    if notes:
+        from aimusic.gen import notes as N
+
+        N.transcribe(np.zeros(sr, np.float32), sr)  # loads the transcriber, or says how to install it
     feats_truth = [C.features(c.truth, sr) for c in items]
     codec_chain = next(iter(chains.values()), None)
     per_clip: list[dict[str, Any]] = []
@@ -219,9 +229,21 @@ def evaluate_continuation(files: Sequence[Path], out_dir: str | Path, chains: di
                 spectrogram_png(out / png, joined, sr, marks=[clip.prompt.size / sr])
                 files_out[row] = {"audio": wav, "image": png}
 
+            judged: dict[str, dict[str, float]] = {}
+            prompt_notes = N.transcribe(clip.prompt, sr) if notes else None
+
+            def judge(row: str, x: np.ndarray, judged: dict = judged,
+                      prompt_notes: Any = prompt_notes) -> None:
+                if prompt_notes is not None:
+                    judged[row] = N.judge(prompt_notes, N.transcribe(x, sr))
+
             keep("truth", clip.truth)
+            judge("truth", clip.truth)
+            judge("other", items[(i + 1) % len(items)].truth)
             if codec_chain is not None:
-                agree["codec"] = C.agreement(fp, C.features(codec_roundtrip(codec_chain, clip.truth), sr))
+                through = codec_roundtrip(codec_chain, clip.truth)
+                agree["codec"] = C.agreement(fp, C.features(through, sr))
+                judge("codec", through)
             for name, chain in chains.items():
                 t0 = time.perf_counter()
                 r = continue_audio(chain, clip.prompt, seconds, prompt_seconds=prompt_seconds,
@@ -230,11 +252,14 @@ def evaluate_continuation(files: Sequence[Path], out_dir: str | Path, chains: di
                 timings[name] += time.perf_counter() - t0
                 agree[name] = C.agreement(fp, C.features(r["audio"], sr))
                 keep(name, r["audio"])
+                judge(name, r["audio"])
             if with_constructed:
                 for case, x in constructed(clip, sr, seed + i).items():
                     agree[case] = C.agreement(fp, C.features(x, sr))
+                    judge(case, x)
             per_clip.append({"name": clip.name, "source": clip.source, "start": round(clip.start, 3),
-                             "agreement": agree, "files": files_out})
+                             "agreement": agree, "files": files_out,
+                             **({"notes": judged} if notes else {})})
             bar.advance(task)
     rows = list(per_clip[0]["agreement"])
     truth = [c["agreement"]["truth"] for c in per_clip]
@@ -252,6 +277,8 @@ def evaluate_continuation(files: Sequence[Path], out_dir: str | Path, chains: di
                                      reflected=r != "floor") for r in rows},
         "mean_agreement": {r: _mean([c["agreement"][r] for c in per_clip]) for r in rows},
         "breaks": {k: list(v) for k, v in BREAKS.items()} if with_constructed else {},
+        "notes": ({r: _mean([c["notes"][r] for c in per_clip], (*NOTE_FIGURES, "notes"))
+                   for r in per_clip[0]["notes"]} if notes else {}),
         "generation_seconds": {k: round(v, 2) for k, v in timings.items()},
         "clips": per_clip,
         "skipped": skipped,
@@ -275,12 +302,17 @@ ROW_NOTES = {
     "flat": "generated: semantic, coarse and fine LMs",
     "delay": "generated: semantic LM, then one delay-pattern LM",
     "acoustic": "generated: acoustic-only baseline (no semantic stage)",
+    "other": "another clip's truth (note judge only)",
+    "drone": "constructed: noise holding the prompt's mean spectrum",
     "loop": "constructed: the prompt looped",
     "noise": "constructed: white noise at the truth's loudness",
     "silence": "constructed: silence",
     f"shift+{SHIFT}": f"constructed: the truth {SHIFT} semitones up",
     f"stretch{STRETCH:g}": f"constructed: the truth {STRETCH:g}x faster",
 }
+
+
+NOTE_FIGURES = ("key", "onsets_per_s", "sounding", "confidence")
 
 
 def summary_rows(metrics: dict[str, Any]) -> list[list[object]]:
@@ -309,6 +341,18 @@ def write_report(path: Path, metrics: dict[str, Any]) -> None:
         table(["row", *C.MEASURES],
               [[r, *[v[m] for m in C.MEASURES]] for r, v in metrics["mean_agreement"].items()]),
     ]
+    if metrics.get("notes"):
+        parts += [
+            "<h2>Notes (basic-pitch)</h2>",
+            '<p class="note">An independent transcriber reads the prompt and each row. Key: '
+            "correlation of duration-weighted pitch-class histograms with the prompt's. "
+            "Onsets/s: notes begun per second. Sounding: share of frames where a note sounds. "
+            "Confidence: mean note posterior, weighted by duration. Key alone proves little "
+            "(a drone of the prompt's spectrum agrees in key); read all four beside the "
+            "truth's.</p>",
+            table(["row", *NOTE_FIGURES],
+                  [[r, *[v[k] for k in NOTE_FIGURES]] for r, v in metrics["notes"].items()]),
+        ]
     if metrics["models"]:
         parts.append("<h2>Models</h2>" + table(
             ["layout", "models (hash)"],
