@@ -12,8 +12,14 @@ little noise) and onsets (about 10 ms of jitter); every rendition of a piece pla
 same room, a reverb drawn per piece. Pieces are split 80/10/10 into train/val/test by a
 hash of their name, so all renditions of a piece share its split.
 
+Pairs for `aimusic eval semantic` (do tokens follow the notes or the piano?): PAIRS more
+pieces, used nowhere else, each played once and rendered three ways, time-aligned: on two
+pianos (pairs/timbre/a and b: same notes, other piano) and on the first piano a fourth
+higher (pairs/pitch/b, with pairs/pitch/a a link to the unshifted render).
+
 Layout under --out (24 kHz mono 16-bit wav):
     piano/{train,val,test}/<piece>__<k>.wav
+    pairs/timbre/{a,b}/<piece>.wav, pairs/pitch/{a,b}/<piece>.wav
     manifest.json    format "aimusic.corpus/1", one entry per file (piano, tempo,
                      transposition, room), and the pieces that failed with the reason
 
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import copy
 import io
+import os
 import random
 import signal
 import sys
@@ -80,14 +87,18 @@ PIANO_PACKAGES = "fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundf
 LOWEST, HIGHEST = 21, 108  # the piano's keys
 
 
+PAIR_SHIFT = 5  # semitones: pairs/pitch/b is pairs/timbre/a a fourth higher
+
+
 @dataclass(frozen=True)
 class Size:
     pieces: int
     renditions: int
     max_seconds: float
+    pairs: int
 
 
-SIZES = {"small": Size(6, 2, 12.0), "default": Size(900, 2, 45.0)}
+SIZES = {"small": Size(6, 2, 12.0, 1), "default": Size(900, 2, 45.0, 12)}
 
 
 def installed_pianos() -> list[tuple[str, int]]:
@@ -177,29 +188,35 @@ def render_piece(task: dict) -> dict:
             warnings.simplefilter("ignore")
             score, part_names = load_score(piece, task["max_seconds"] / 0.85)
         composer = (score.metadata.composer if score.metadata else None) or piece.group
-        entries = []
-        for k, v in enumerate(task["variants"]):
+        monos = []
+        for v in task["variants"]:
             plan = v["plan"]
             sc = copy.deepcopy(score)
             programs = [plan["program"]] * len(part_names)
             set_programs(sc, programs)
             midi = perform(score_to_midi(sc, programs), plan)
             audio = synthesize(midi, Path(plan["soundfont"]), task["max_seconds"] + LEAD_SECONDS)
-            mono = audio.mean(axis=1)
-            start, end = active_bounds(mono)
-            x = mono[start:end]
-            x = reverb(x, task["room"])[: int(task["max_seconds"] * SR)]
+            monos.append(audio.mean(axis=1))
+        bounds = [active_bounds(m) for m in monos]
+        if task.get("aligned"):  # pairs: one cut for every render, so they stay in time
+            n = max(m.size for m in monos)
+            monos = [np.pad(m, (0, n - m.size)) for m in monos]
+            bounds = [(min(b[0] for b in bounds), max(b[1] for b in bounds))] * len(monos)
+        entries = []
+        for k, (v, mono, (start, end)) in enumerate(zip(task["variants"], monos, bounds)):
+            plan = v["plan"]
+            x = reverb(mono[start:end], task["room"])[: int(task["max_seconds"] * SR)]
             if x.size < SR:
                 raise ValueError("rendered audio is silent or shorter than 1 s")
             x = (x * (10 ** (-1 / 20) / np.abs(x).max())).astype(np.float32)
             save_audio(Path(task["out"]) / v["path"], x, SR)
             entries.append({
-                "path": v["path"], "source": "piano", "split": task["split"],
+                "path": v["path"], "source": task["source"], "split": task["split"],
                 "duration_s": round(x.size / SR, 3), "sample_rate": SR, "piece": piece.id,
                 "rendition": k, "composer": composer, "collection": piece.group,
                 "parts": len(part_names), "piano": f"{Path(plan['soundfont']).name}:{plan['program']}",
                 "tempo": plan["tempo"], "transpose": plan["transpose"], "room": task["room"],
-                "key": task["keys"][k],
+                "key": task["keys"][k], **v.get("extra", {}),
             })
         return {"entries": entries}
     except Exception as e:
@@ -209,10 +226,27 @@ def render_piece(task: dict) -> dict:
             signal.alarm(0)
 
 
+def pair_task(p: Piece, seed: int, pianos: list[tuple[str, int]], out: Path, secs: float,
+              tag: str) -> dict:
+    """One performance of p on two pianos, and on the first a fourth higher."""
+    first = rendition_plan(p.name, 0, seed, pianos)
+    second = {**first, **{k: rendition_plan(p.name, 1, seed, pianos)[k]
+                          for k in ("soundfont", "program")}}
+    up = {**first, "transpose": first["transpose"] + PAIR_SHIFT}
+    variants = [{"plan": plan, "path": f"pairs/{path}/{p.name}.wav", "extra": {"pair": path}}
+                for plan, path in ((first, "timbre/a"), (second, "timbre/b"), (up, "pitch/b"))]
+    key = f"p{RENDER_VERSION}|pair|{p.id}|{seed}|{secs}|{tag}"
+    return {"piece": p, "id": p.id, "source": "piano-pair", "split": "pairs",
+            "variants": variants, "room": room_for(p.name, seed), "out": str(out),
+            "max_seconds": secs, "aligned": True, "key": key,
+            "keys": [f"{key}|{v['extra']['pair']}" for v in variants]}
+
+
 def build_piano_corpus(out: Path, size: str = "default", seed: int = 0, workers: int = 2,
                        max_pieces: int | None = None, max_seconds: float | None = None,
-                       renditions: int | None = None) -> dict:
+                       renditions: int | None = None, pairs: int | None = None) -> dict:
     preset = SIZES[size]
+    n_pairs = preset.pairs if pairs is None else pairs
     n = preset.pieces if max_pieces is None else max_pieces
     secs = preset.max_seconds if max_seconds is None else max_seconds
     reps = preset.renditions if renditions is None else renditions
@@ -241,18 +275,33 @@ def build_piano_corpus(out: Path, size: str = "default", seed: int = 0, workers:
         tasks = [task_for(p) for p in batch]
         done += [t["piece"] for t, ok in zip(tasks, b.run(render_piece, tasks, "piano")) if ok]
     _place(b, assign_splits([p.name for p in done], seed))
+    paired: list[Piece] = []
+    while len(paired) < n_pairs and pos < len(order):  # pieces used nowhere else
+        batch = order[pos: pos + n_pairs - len(paired)]
+        pos += len(batch)
+        tasks = [pair_task(p, seed, pianos, out, secs, tag) for p in batch]
+        paired += [t["piece"] for t, ok in zip(tasks, b.run(render_piece, tasks, "pairs")) if ok]
+    for e in b.entries:  # pairs/pitch/a: the unshifted render, linked
+        if e.get("pair") == "timbre/a":
+            link = out / e["path"].replace("/timbre/a/", "/pitch/a/")
+            if not link.exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                os.link(out / e["path"], link)
     manifest: dict[str, Any] = {
         "format": FORMAT, "kind": "piano", "seed": seed, "size": size,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "sample_rate": SR, "max_seconds": secs, "renditions": reps,
         "pianos": [f"{s}:{p}" for s, p in pianos], "pieces": len(done),
-        "hours": round(sum(e["duration_s"] for e in b.entries) / 3600, 2),
+        "pairs": {"pieces": [p.id for p in paired], "shift": PAIR_SHIFT,
+                  "timbre": "pairs/timbre: the same performance on two pianos",
+                  "pitch": f"pairs/pitch: on one piano, b {PAIR_SHIFT} semitones above a"},
+        "hours": round(sum(e["duration_s"] for e in b.entries if e["source"] == "piano") / 3600, 2),
         "entries": sorted(b.entries, key=lambda e: e["path"]), "skipped": b.skipped,
         "reused": b.reused,
     }
     write_json(out / "manifest.json", manifest)
     for stale in b.old_paths - {e["path"] for e in b.entries}:  # left by an earlier run
-        if stale.startswith("piano/") and ".." not in stale:
+        if stale.startswith(("piano/", "pairs/")) and ".." not in stale:
             (out / stale).unlink(missing_ok=True)
     return manifest
 
@@ -260,6 +309,8 @@ def build_piano_corpus(out: Path, size: str = "default", seed: int = 0, workers:
 def _place(b: Build, splits: dict[str, str]) -> None:
     """Move renditions whose piece changed split (an empty split was filled) to its folder."""
     for e in b.entries:
+        if e["source"] != "piano":
+            continue
         name = Path(e["path"]).stem.rsplit("__", 1)[0]
         split = splits.get(name, e["split"])
         if split != e["split"]:
@@ -282,11 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-pieces", type=int, help="pieces (overrides --size)")
     ap.add_argument("--max-seconds", type=float, help="cut each rendition to this length")
     ap.add_argument("--renditions", type=int, help="renditions per piece")
+    ap.add_argument("--pairs", type=int, help="pieces rendered as aligned pairs")
     a = ap.parse_args(argv)
     t0 = time.time()
     try:
         m = build_piano_corpus(a.out, a.size, a.seed, a.workers, a.max_pieces, a.max_seconds,
-                               a.renditions)
+                               a.renditions, a.pairs)
     except AimusicError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ mp = load_example("make_piano_corpus")
 if not mp.installed_pianos():
     pytest.skip("no piano soundfont: sudo apt-get install fluid-soundfont-gm", allow_module_level=True)
 
-PIECES = ("bach/bwv66.6", "bach/bwv269", "bach/bwv153.1")
+PIECES = ("bach/bwv66.6", "bach/bwv269", "bach/bwv153.1", "bach/bwv86.6")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,8 @@ def built(tmp_path_factory):
     real = mp.list_candidates
     mp.list_candidates = lambda: pieces  # the module's own name: the build reads it there
     try:
-        m = mp.build_piano_corpus(out, "small", seed=0, workers=2, max_pieces=4, max_seconds=5)
+        m = mp.build_piano_corpus(out, "small", seed=0, workers=2, max_pieces=3, max_seconds=5,
+                                  pairs=2)  # more than there are: every piece is tried
         yield out, m, pieces
     finally:
         mp.list_candidates = real
@@ -44,9 +45,12 @@ def built(tmp_path_factory):
 
 def test_renditions_are_24k_mono_piano_split_by_piece(built) -> None:
     out, m, _ = built
-    assert m["pieces"] == 3 and len(m["entries"]) == 6 and m["format"] == "aimusic.corpus/1"
+    assert m["pieces"] == 3 and m["format"] == "aimusic.corpus/1"
+    assert len([e for e in m["entries"] if e["source"] == "piano"]) == 6
     by_piece: dict[str, list[dict]] = {}
     for e in m["entries"]:
+        if e["source"] != "piano":
+            continue
         info = audio_info(out / e["path"])
         assert info.sample_rate == 24000 and info.channels == 1
         x = load_audio(out / e["path"], 24000)
@@ -60,12 +64,28 @@ def test_renditions_are_24k_mono_piano_split_by_piece(built) -> None:
             assert len({e["piano"] for e in renditions}) == 2  # on two pianos
 
 
+def test_pairs_are_one_performance_on_two_pianos_and_a_fourth_up(built) -> None:
+    out, m, _ = built
+    (piece,) = m["pairs"]["pieces"]  # a piece the corpus does not hold
+    assert piece not in {e["piece"] for e in m["entries"] if e["source"] == "piano"}
+    name = mp.Piece(piece, "bach", "").name + ".wav"
+    a, b, up = (load_audio(out / "pairs" / d / name, 24000) for d in ("timbre/a", "timbre/b", "pitch/b"))
+    assert a.size == b.size == up.size and not np.allclose(a, b)
+    assert (out / "pairs/pitch/a" / name).samefile(out / "pairs/timbre/a" / name)
+    from aimusic.gen import notes as N
+
+    if N.available():  # the same notes on the other piano; five semitones up on pitch/b
+        ta, tb, tu = (N.transcribe(x, 24000) for x in (a, b, up))
+        assert N.key_agreement(ta, tb) > 0.8 > N.key_agreement(ta, tu)
+
+
 def test_a_bad_score_is_skipped_and_a_rerun_keeps_everything(built) -> None:
     out, m, pieces = built
     assert [s["id"] for s in m["skipped"]] == ["bach/broken"] and m["skipped"][0]["reason"]
     mtimes = {e["path"]: (out / e["path"]).stat().st_mtime_ns for e in m["entries"]}
-    again = mp.build_piano_corpus(out, "small", seed=0, workers=2, max_pieces=4, max_seconds=5)
-    assert again["reused"] == 6 and [s["id"] for s in again["skipped"]] == ["bach/broken"]
+    again = mp.build_piano_corpus(out, "small", seed=0, workers=2, max_pieces=3, max_seconds=5,
+                                  pairs=2)  # more than there are: every piece is tried
+    assert again["reused"] == 9 and [s["id"] for s in again["skipped"]] == ["bach/broken"]
     assert {e["path"]: (out / e["path"]).stat().st_mtime_ns for e in again["entries"]} == mtimes
 
 
