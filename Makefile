@@ -24,7 +24,7 @@ PIANO   ?= data/piano
 SPEECH  ?= data/speech
 MODELS  ?= models
 
-.PHONY: help install system-deps demo-deps music-deps test test-slow lint bench corpus corpus-small piano-deps piano-corpus speech-deps speech-corpus demo demo-codec pipeline voice-pipeline clean
+.PHONY: help install system-deps demo-deps music-deps test test-slow lint bench corpus corpus-small piano-deps piano-corpus piano-pipeline speech-deps speech-corpus demo demo-codec pipeline voice-pipeline clean
 
 help:
 	@echo "make install      .venv with the CPU torch wheel and aimusic (editable, dev tools)"
@@ -35,6 +35,7 @@ help:
 	@echo "make bench        speed and memory benchmarks (BENCHMARKS.md)"
 	@echo "make corpus       reference corpora: rendered scores + recorded soundtracks ($(CORPUS))"
 	@echo "make piano-corpus  solo piano: scores on several pianos, ~20 h ($(PIANO))"
+	@echo "make piano-pipeline train the piano chain (~6 CPU-hours, resumable): piano/report/"
 	@echo "make speech-corpus  speech: flite, festival, espeak-ng voices + recorded prompts ($(SPEECH))"
 	@echo "make voice-pipeline train the voice models on the speech corpus, judge the test voices (voice/)"
 
@@ -99,6 +100,11 @@ piano-deps:
 piano-corpus: install piano-deps
 	$(BIN)/python examples/make_piano_corpus.py --out $(PIANO) --size default
 
+# The piano chain on the piano corpus (examples/piano_pipeline.sh): ~6 CPU-hours, resumable;
+# piano/report/report.html. Reruns go on where the last run stopped.
+piano-pipeline: install piano-deps
+	bash examples/piano_pipeline.sh
+
 speech-deps:
 	$(call apt_install,$(SPEECH_APT),their voices are skipped)
 
@@ -131,4 +137,4 @@ demo-codec: install system-deps
 	bash examples/demo.sh
 
 clean:
-	rm -rf demo pipeline .pytest_cache .mypy_cache .ruff_cache
+	rm -rf demo pipeline piano .pytest_cache .mypy_cache .ruff_cache
