@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,13 +52,26 @@ def librosa_filters(kind: str, **params: Any) -> np.ndarray:
     return fb
 
 
-@functools.lru_cache(maxsize=32)
+def tensor_cache(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``functools.lru_cache`` for constant tensors (windows, filterbanks), built outside
+    inference mode: a tensor first made under ``torch.inference_mode`` (generation, eval)
+    could not be used later by a training step's autograd in the same process."""
+    @functools.lru_cache(maxsize=32)
+    @functools.wraps(fn)
+    def build(*args: Any) -> torch.Tensor:
+        with torch.inference_mode(False), torch.no_grad():
+            return fn(*args)
+
+    return build
+
+
+@tensor_cache
 def _mel_basis(sr: int, n_fft: int, n_mels: int) -> torch.Tensor:
     fb = librosa_filters("mel", sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=sr / 2)
     return torch.from_numpy(fb).float()  # [n_mels, n_fft // 2 + 1]
 
 
-@functools.lru_cache(maxsize=32)
+@tensor_cache
 def _window(n_fft: int) -> torch.Tensor:
     return torch.hann_window(n_fft)
 

@@ -37,3 +37,19 @@ def test_an_unwritable_cache_is_skipped(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("AIMUSIC_CACHE", str(blocker))
     fb = dsp.librosa_filters("mel", sr=16000, n_fft=512, n_mels=40, fmin=0.0, fmax=8000.0)
     assert fb.shape == (40, 257)
+
+
+def test_constant_tensors_first_made_in_inference_mode_still_train() -> None:
+    """A process that generates (inference mode) and then trains: the cached window and
+    filterbank must not be inference tensors, or backward fails."""
+    import torch
+
+    from aimusic import dsp
+
+    dsp._window.cache_clear()
+    dsp._mel_basis.cache_clear()
+    with torch.inference_mode():
+        dsp.mel_spectrogram(torch.randn(1, 4000), 24000, 512, 64)
+    x = torch.randn(1, 4000, requires_grad=True)
+    dsp.multiscale_mel_loss(torch.randn(1, 4000), x, 24000, (512,)).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -37,14 +37,13 @@ does not swamp the others. Silent segments agree with nothing (every measure 0).
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from aimusic.dsp import _mel_basis
+from aimusic.dsp import _mel_basis, tensor_cache
 from aimusic.semantic.features import _chroma_basis, _power
 
 MEASURES = ("harmony", "rhythm", "timbre", "repetition")
@@ -60,7 +59,7 @@ REPEAT_WINDOW = 1.0  # seconds per repetition window
 REPEAT_STEP = 0.25  # continuation windows start every this many seconds
 
 
-@functools.lru_cache(maxsize=8)
+@tensor_cache
 def _chroma_fb(sr: int, n_fft: int) -> torch.Tensor:
     """The semantic features' chroma filterbank, each pitch class scaled to respond equally
     to white noise (so noise is flat)."""

@@ -12,22 +12,21 @@ codec frames 3t..3t+2 at hop 960 vs 320.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 
-from aimusic.dsp import _mel_basis, _window, librosa_filters
+from aimusic.dsp import _mel_basis, _window, librosa_filters, tensor_cache
 
 
-@functools.lru_cache(maxsize=8)
+@tensor_cache
 def _chroma_basis(sr: int, n_fft: int) -> torch.Tensor:
     # pitch classes from A0 up; below ~55 Hz a 4096-point FFT cannot separate semitones
     fb = librosa_filters("chroma", sr=sr, n_fft=n_fft, n_chroma=12, ctroct=5.0, octwidth=2.0)
     return torch.from_numpy(fb).float()  # [12, n_fft // 2 + 1]
 
 
-@functools.lru_cache(maxsize=8)
+@tensor_cache
 def _dct(n_in: int, n_out: int) -> torch.Tensor:
     """Orthonormal DCT-II matrix [n_out, n_in] (MFCCs from log mel)."""
     k = torch.arange(n_out, dtype=torch.float64)[:, None]
