@@ -5,8 +5,9 @@ Every file's ``__metadata__`` carries ``format`` (``aimusic.<kind>/<version>``),
 content hashes of the artifacts it depends on (``depends``). Loading checks the format
 and never uses pickle, so a file from a stranger cannot run code.
 
-Training state (optimizer moments, step, RNG) is written with ``torch.save`` and read
-with ``torch.load(weights_only=True)``, which refuses anything but tensors and plain data.
+Training state (weights, optimizer moments, step, RNG) is a safetensors file too
+(``x.state.safetensors``, format ``aimusic.state/1``): its tensors, and the structure
+around them as JSON in the metadata. No loader here ever unpickles.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from aimusic import __version__
 from aimusic.errors import ArtifactError
@@ -142,11 +145,61 @@ def load_artifact(path: str | os.PathLike, kind: str, max_version: int) -> Artif
     )
 
 
+STATE_FORMAT = "aimusic.state/1"
+
+
+def _pack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """``obj`` as JSON, each tensor (and numpy array) replaced by a reference into
+    ``tensors``; tuples and dicts with keys other than strings are tagged so that they come
+    back as they went in."""
+    if isinstance(obj, torch.Tensor):
+        key = f"t{len(tensors)}"
+        tensors[key] = obj.detach().cpu().clone(memory_format=torch.contiguous_format)
+        return {"__tensor__": key}
+    if isinstance(obj, np.ndarray):
+        key = f"t{len(tensors)}"
+        tensors[key] = torch.from_numpy(np.ascontiguousarray(obj).copy())
+        return {"__ndarray__": key}
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: _pack(v, tensors) for k, v in obj.items()}
+        return {"__items__": [[_pack(k, tensors), _pack(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_pack(v, tensors) for v in obj]}
+    if isinstance(obj, list):
+        return [_pack(v, tensors) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"a training state holds only tensors and plain data, not {type(obj).__name__}")
+
+
+def _unpack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_unpack(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        return tensors[obj["__tensor__"]]
+    if "__ndarray__" in obj:
+        return tensors[obj["__ndarray__"]].numpy()
+    if "__tuple__" in obj:
+        return tuple(_unpack(v, tensors) for v in obj["__tuple__"])
+    if "__items__" in obj:
+        return {_unpack(k, tensors): _unpack(v, tensors) for k, v in obj["__items__"]}
+    return {k: _unpack(v, tensors) for k, v in obj.items()}
+
+
 def save_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Training state (tensors, numbers, strings, nested dicts/lists), atomically."""
+    """Training state (tensors, numpy arrays, numbers, strings, nested dicts, lists and
+    tuples) as one safetensors file, the structure as JSON in its metadata; atomically.
+    Nothing is pickled, so loading it runs no code."""
     p = Path(path)
+    tensors: dict[str, torch.Tensor] = {}
+    meta = {"format": STATE_FORMAT, "state": json.dumps(_pack(state, tensors))}
     with atomic_path(p) as tmp:
-        torch.save(state, tmp)
+        save_file(tensors, str(tmp), metadata=meta)
     return p
 
 
@@ -155,21 +208,25 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
     if not p.exists():
         raise ArtifactError(p, "no training state to resume from")
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # objects beyond tensors and plain data: never unpickled
-        raise ArtifactError(p, "not a valid training state (only tensors and plain data are "
-                               "read, never pickled objects); it will not be loaded") from None
-    except Exception as e:
-        raise ArtifactError(p, f"unreadable training state ({e})") from None
+        with safe_open(str(p), "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not iterable)
+        if meta.get("format") != STATE_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}")
+        state = _unpack(json.loads(meta["state"]), tensors)
+    except Exception as e:  # a pickle, another file, a truncated one: never unpickled
+        raise ArtifactError(p, f"not a valid training state ({str(e).splitlines()[0][:120]}); "
+                               "it will not be loaded") from None
     if not isinstance(state, dict):
         raise ArtifactError(p, "training state is not a dictionary")
     return state
 
 
 def state_path(model_path: str | os.PathLike) -> Path:
-    """Where the training state of ``models/x.safetensors`` lives: ``models/x.state.pt``."""
+    """Where the training state of ``models/x.safetensors`` lives:
+    ``models/x.state.safetensors``."""
     p = Path(model_path)
-    return p.with_name(p.name.removesuffix(".safetensors") + ".state.pt")
+    return p.with_name(p.name.removesuffix(".safetensors") + ".state.safetensors")
 
 
 def describe(path: str | os.PathLike) -> dict[str, Any]:
@@ -198,9 +255,9 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
             "config": {k: v for k, v in m.items() if k not in ("items", "depends", "format")},
             "items": len(m.get("items", [])),
         }
-    if p.name.endswith(".state.pt"):
+    if p.name.endswith(".state.safetensors"):
         state = load_state(p)
-        model = p.with_name(p.name.removesuffix(".state.pt") + ".safetensors")
+        model = p.with_name(p.name.removesuffix(".state.safetensors") + ".safetensors")
         return {
             "path": str(p),
             "kind": "training state",

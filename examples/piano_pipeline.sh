@@ -31,13 +31,13 @@ mkdir -p "$OUT/.done" "$M"
 source examples/steps.sh  # step NAME COMMAND...: skipped when $OUT/.done/NAME exists
 
 codec() {  # resume the piano codec, or start it from the music codec's weights
-  if [ -f "$M/codec.state.pt" ]; then how=(--resume); else how=(--init "$START_CODEC"); fi
+  if [ -f "$M/codec.state.safetensors" ]; then how=(--resume); else how=(--init "$START_CODEC"); fi
   AIMUSIC_THREADS=2 $AIMUSIC train-codec "$CORPUS/piano" -o "$M/codec.safetensors" \
     "${how[@]}" --minutes "$CODEC_MINUTES"
 }
 
 lm() {  # lm STAGE [LAYOUT]: one LM on one core, resumed when it has a training state
-  local resume=(); [ -f "$M/lm-$1.state.pt" ] && resume=(--resume)
+  local resume=(); [ -f "$M/lm-$1.state.safetensors" ] && resume=(--resume)
   AIMUSIC_THREADS=1 $AIMUSIC --quiet train-lm "$OUT/tokens" --stage "$1" --models "$M" \
     --steps 1000000 --minutes "$LM_MINUTES" "${resume[@]}" > "$OUT/lm-$1.log" 2>&1
   tail -n 1 "$OUT/lm-$1.log"

@@ -1,4 +1,5 @@
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,23 +45,46 @@ def test_wrong_kind_and_newer_version_are_refused(tmp_path: Path) -> None:
         load_artifact(tmp_path / "none.safetensors", "codec", 1)
 
 
-def test_training_state_is_loaded_without_pickle_code(tmp_path: Path) -> None:
-    state = {"step": 7, "rng": torch.get_rng_state(), "nested": {"a": [1, 2.5, "x"]}}
-    save_state(tmp_path / "s.pt", state)
-    back = load_state(tmp_path / "s.pt")
+def test_training_state_is_safetensors_and_comes_back_exactly(tmp_path: Path) -> None:
+    """Tensors (tied ones too), numpy RNG state, big ints, tuples, int-keyed dicts (an
+    optimizer's) and nan survive; a pickle planted where the state should be is refused
+    without being unpickled."""
+    import numpy as np
+
+    w = torch.randn(3, 4)
+    opt = torch.optim.AdamW([torch.nn.Parameter(w.clone())], betas=(0.8, 0.99))
+    opt.zero_grad()
+    opt.param_groups[0]["params"][0].grad = torch.ones(3, 4)
+    opt.step()
+    state = {"step": 7, "rng": torch.get_rng_state(), "model": {"emb": w, "out": w},
+             "opt": opt.state_dict(), "np_rng": np.random.default_rng(3).bit_generator.state,
+             "mt": np.random.RandomState(1).get_state(), "nested": {"a": [1, 2.5, "x", None]},
+             "loss": float("nan"), "shape": (2, 3)}
+    save_state(tmp_path / "s.state.safetensors", state)
+    back = load_state(tmp_path / "s.state.safetensors")
     assert back["step"] == 7 and torch.equal(back["rng"], state["rng"])
+    assert torch.equal(back["model"]["out"], w) and back["shape"] == (2, 3)
+    assert back["np_rng"] == state["np_rng"] and back["nested"] == state["nested"]
+    assert back["mt"][0] == "MT19937" and np.array_equal(back["mt"][1], state["mt"][1])
+    assert math.isnan(back["loss"])
+    again = torch.optim.AdamW([torch.nn.Parameter(w.clone())])
+    again.load_state_dict(back["opt"])  # int keys and tuples as the optimizer wrote them
+    assert again.state_dict()["param_groups"][0]["betas"] == (0.8, 0.99)
+    assert torch.equal(again.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
 
     class Evil:
         def __reduce__(self):
             return (print, ("pwned",))
 
-    torch.save({"x": Evil()}, tmp_path / "evil.pt")
+    torch.save({"x": Evil()}, tmp_path / "evil.state.safetensors")
     with pytest.raises(ArtifactError, match="not a valid training state") as e:
-        load_state(tmp_path / "evil.pt")
+        load_state(tmp_path / "evil.state.safetensors")
     assert "weights_only" not in str(e.value)  # torch's advice to unpickle is not relayed
-    (tmp_path / "junk.pt").write_bytes(b"not a zip")
-    with pytest.raises(ArtifactError, match="junk.pt: not a valid training state"):
-        load_state(tmp_path / "junk.pt")
+    (tmp_path / "junk.state.safetensors").write_bytes(b"not a state")
+    with pytest.raises(ArtifactError, match="junk.state.safetensors: not a valid training state"):
+        load_state(tmp_path / "junk.state.safetensors")
+    with pytest.raises(TypeError, match="not Evil"):
+        save_state(tmp_path / "x.state.safetensors", {"x": Evil()})
 
 
 def test_describe_model_and_token_dir(tmp_path: Path) -> None:
@@ -80,8 +104,8 @@ def test_describe_model_and_token_dir(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="shard-00001.safetensors: made with codec other, "
                                             "but the manifest says codec h"):
         describe(tmp_path / "tokens")
-    save_state(tmp_path / "m.state.pt", {"step": 12, "minutes": 3.5, "model": {}})
-    d = describe(tmp_path / "m.state.pt")  # a training state says what it is
+    save_state(tmp_path / "m.state.safetensors", {"step": 12, "minutes": 3.5, "model": {}})
+    d = describe(tmp_path / "m.state.safetensors")  # a training state says what it is
     assert d["kind"] == "training state" and d["step"] == 12 and d["for"] == str(p)
 
 

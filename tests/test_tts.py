@@ -13,6 +13,7 @@ import torch
 from conftest import SR, load_example, melody
 from test_generate import cli, fail, make_models
 
+from aimusic.artifacts import load_state
 from aimusic.audio import audio_info, save_audio
 from aimusic.lm import layouts as L
 from aimusic.lm.model import LMConfig, TokenLM, load_lm
@@ -182,11 +183,11 @@ def test_train_tts_and_speak_through_the_cli(speech_setup, tmp_path: Path) -> No
     out = cli("train-tts", str(tokens), "--corpus", str(corpus), "--models", str(models),
               "--preset", "tiny", "--steps", "6")
     assert "lm-reading" in out and "5 sentences trained on, 1 validated" in out
-    state = torch.load(models / "lm-reading.state.pt", weights_only=True)
+    state = load_state(models / "lm-reading.state.safetensors")
     assert state["step"] == 6
     cli("train-tts", str(tokens), "--corpus", str(corpus), "--models", str(models),
         "--preset", "tiny", "--steps", "9", "--resume")  # a finished run, extended
-    assert torch.load(models / "lm-reading.state.pt", weights_only=True)["step"] == 9
+    assert load_state(models / "lm-reading.state.safetensors")["step"] == 9
     lm = load_lm(models / "lm-reading.safetensors", "reading")
     assert lm.depends["semantic"] == load_semantic(models / "semantic.safetensors").source_hash
     voice = tmp_path / "voice.wav"

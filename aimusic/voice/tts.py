@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aimusic.artifacts import load_state, save_state
+from aimusic.artifacts import load_state, save_state, state_path
 from aimusic.errors import AimusicError
 from aimusic.lm import layouts as L
 from aimusic.lm.baselines import BaselineScore, fit
@@ -344,7 +344,7 @@ def train_reading(tokens_dir: str | Path, corpus: str | Path, out: str | Path,
                 extra={"steps": metrics["step"], "val_ce": metrics["val_ce"], **base,
                        "data": data, "inventory_version": ph.INVENTORY_VERSION})
 
-    r = fit_reading(model, train, val, train_cfg, device, out.with_suffix(".state.pt"), resume,
+    r = fit_reading(model, train, val, train_cfg, device, state_path(out), resume,
                     save, show_progress)
     return {**r, **base, "out": out, **data}
 
