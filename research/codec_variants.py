@@ -69,7 +69,7 @@ def train(name: str, out: Path, minutes: float) -> None:
         return
     # a killed run resumes with what it has left of its minutes (the log says how many)
     spent = 0.0
-    if (d / "codec.state.pt").exists():
+    if (d / "codec.state.safetensors").exists():
         lines = [json.loads(x) for x in (d / "codec.log.jsonl").read_text().splitlines()]
         spent = max((x.get("minutes", 0.0) for x in lines), default=0.0)
     left = minutes - spent
