@@ -78,7 +78,7 @@ test-slow: install system-deps
 	$(BIN)/python -m pytest -q -m slow
 
 lint: install
-	$(BIN)/ruff check aimusic tests examples benchmarks
+	$(BIN)/ruff check aimusic tests examples benchmarks research
 	$(BIN)/mypy aimusic
 
 # EnCodec is the speed reference; --no-deps keeps torchaudio out (it is never imported for real)

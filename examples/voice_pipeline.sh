@@ -10,7 +10,7 @@
 # Knobs (environment): OUT, SPEECH, CODEC, CODEC_PRESET, SEMANTIC_PRESET, CODEC_MINUTES,
 # LM_MINUTES, TTS_MINUTES, ITEMS, SEED; UNTIL=STEP stops after that step (codec, semantic,
 # tokenize, lms, outputs, eval): `UNTIL=tokenize` makes the tokens on a CPU for LMs trained
-# on a GPU (benchmarks/gpu_pack_tokens.py, benchmarks/gpu-voice-aug.sh).
+# on a GPU (research/gpu_pack_tokens.py, research/gpu-voice-aug.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AIMUSIC=${AIMUSIC:-.venv/bin/aimusic}

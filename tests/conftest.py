@@ -72,7 +72,7 @@ def real_clip(tmp_path_factory) -> Path:
 
 
 def load_example(name: str, folder: str = "examples"):
-    """FOLDER/NAME.py (examples/ or benchmarks/) as module NAME, loaded once per session:
+    """FOLDER/NAME.py (examples/ or research/) as module NAME, loaded once per session:
     worker processes pickle its functions by module name, so every test must share one
     module object."""
     import importlib.util

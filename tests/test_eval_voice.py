@@ -352,11 +352,11 @@ def _probe_corpus(tmp_path):
 
 
 def test_codec_speaker_probe(tmp_path) -> None:
-    """benchmarks/codec_speaker_probe.py: nearest-mean ID names well-separated voices and is
+    """research/codec_speaker_probe.py: nearest-mean ID names well-separated voices and is
     at chance when the features say nothing; it runs on a corpus through an istft codec."""
     from aimusic.codec.model import Codec, preset_tiny
 
-    cp = load_example("codec_speaker_probe", "benchmarks")
+    cp = load_example("codec_speaker_probe", "research")
     rng = np.random.default_rng(0)
     centres = {s: rng.normal(size=16) * 3 for s in ("a", "b", "c", "d")}
     sep = {s: [c + rng.normal(size=16) for _ in range(6)] for s, c in centres.items()}
@@ -399,12 +399,12 @@ def test_log_envelope_keeps_formants_and_drops_harmonics() -> None:
 
 
 def test_codec_envelope_probe(tmp_path) -> None:
-    """benchmarks/codec_envelope_probe.py: R^2 is 1 for the truth and 0 for each bin's mean,
+    """research/codec_envelope_probe.py: R^2 is 1 for the truth and 0 for each bin's mean,
     a ridge regression finds a linear map, silences are left out of the MAE, and it runs on a
     corpus through an istft codec."""
     from aimusic.codec.model import Codec, preset_tiny
 
-    ep = load_example("codec_envelope_probe", "benchmarks")
+    ep = load_example("codec_envelope_probe", "research")
     rng = np.random.default_rng(0)
     hz = np.linspace(0, 8000, 33)
     true = rng.normal(size=(200, 33))
@@ -436,12 +436,12 @@ def test_codec_envelope_probe(tmp_path) -> None:
 
 
 def test_token_phone_probe() -> None:
-    """benchmarks/token_phone_probe.py: phoneme ids leave out stress and word marks, edit
+    """research/token_phone_probe.py: phoneme ids leave out stress and word marks, edit
     distance and greedy CTC decoding are right, bags of tokens name voices, and the CTC
     recognizer learns phonemes from tokens that encode them and not from tokens that do not."""
     import torch
 
-    pp = load_example("token_phone_probe", "benchmarks")
+    pp = load_example("token_phone_probe", "research")
     ids = pp.phone_ids("h ə l ˈ oʊ | w ˈ ɜː l d")
     assert len(ids) == 8 and pp.BLANK not in ids and min(ids) >= 8
     assert pp.edit_distance([1, 2, 3], [1, 3]) == 1 and pp.edit_distance([], [4, 5]) == 2

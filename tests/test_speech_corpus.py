@@ -237,7 +237,7 @@ def test_augment_reads_training_utterances_back_as_new_voices(tmp_path: Path) ->
 
 
 def test_packed_for_a_device_call_takes_speakers_in_turn_and_never_the_test_voices(tmp_path: Path) -> None:
-    """benchmarks/gpu_pack_audio.py: a speaker-balanced subset of train/ and val/ as FLAC,
+    """research/gpu_pack_audio.py: a speaker-balanced subset of train/ and val/ as FLAC,
     paths kept, samples exact, test/ never read."""
     import tarfile
 
@@ -250,7 +250,7 @@ def test_packed_for_a_device_call_takes_speakers_in_turn_and_never_the_test_voic
     for rel in ["train/a/1", "train/a/2", "train/a/3", "train/b/1", "train/b/2", "val/a/9",
                 "test/c/1"]:
         save_audio(src / f"{rel}.wav", 0.1 * rng.standard_normal(sr).astype(np.float32), sr)
-    mod = load_example("gpu_pack_audio", "benchmarks")
+    mod = load_example("gpu_pack_audio", "research")
     got = mod.pack(src, tmp_path / "s.tar", minutes=2.5 / 60, val_minutes=1 / 60)
     assert got == {"train": 3.0, "val": 1.0, "files": 4.0}
     with tarfile.open(tmp_path / "s.tar") as t:

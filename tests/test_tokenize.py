@@ -352,11 +352,11 @@ def test_cli_end_to_end_with_a_real_semantic_model(corpus: Path, codec_file: Pat
 
 
 def test_packed_for_a_device_call_keeps_coarse_levels_and_subsets(ref: Path, tmp_path: Path) -> None:
-    """benchmarks/gpu_pack_tokens.py: levels from --keep-levels on are zero, everything else
+    """research/gpu_pack_tokens.py: levels from --keep-levels on are zero, everything else
     is the same, and a --subset manifest lists its items over the shared shards."""
     import tarfile
 
-    mod = load_example("gpu_pack_tokens", "benchmarks")
+    mod = load_example("gpu_pack_tokens", "research")
     tar = tmp_path / "tok.tar.xz"
     mod.pack(ref, tar, keep_levels=3, subsets=("a:^a/",))
     with tarfile.open(tar) as t:

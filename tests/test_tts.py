@@ -247,10 +247,10 @@ def test_speak_refuses_a_bad_voice_with_the_file_named(speech_setup, tmp_path: P
 
 
 def test_single_stage_layout_scores_the_new_sentence_and_keeps_the_prompt() -> None:
-    """benchmarks/tts_split_compare.py, VALL-E's inputs in the delay layout: phonemes of
+    """research/tts_split_compare.py, VALL-E's inputs in the delay layout: phonemes of
     both sentences, then both sentences' codes; scored on the second sentence's frames
     alone, and speaking continues after the prompt's codes without changing them."""
-    m = load_example("tts_split_compare", "benchmarks")
+    m = load_example("tts_split_compare", "research")
     K = m.LEVELS
     cfg = LMConfig(stage="delay", clusters=20, levels=K, codebook_size=16, dim=32, layers=2,
                    heads=2, max_len=128)

@@ -20,7 +20,7 @@ sentence of the voice first when the LM has a voice prefix, and identifies the v
 the semantic tokens it writes against the same enrolled voices: the voice `speak` hands
 the acoustic LMs.
 
-    python benchmarks/token_speaker_probe.py voice3/tokens -o benchmarks/token-speaker-probe.json \
+    python research/token_speaker_probe.py voice3/tokens -o research/results/token-speaker-probe.json \
         --reader aimusic/bundled/voice/lm-reading.safetensors --corpus data/speech
 """
 

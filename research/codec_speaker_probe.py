@@ -18,8 +18,8 @@ over frames and centred on the enrolled utterances' mean:
 It is a crude classifier, not the judge; compared between representations it says where
 information about the voice stops. Chance is 1 / voices.
 
-    python benchmarks/codec_speaker_probe.py aimusic/bundled/voice/codec.safetensors \\
-        --corpus data/speech -o benchmarks/codec-speaker-probe.json
+    python research/codec_speaker_probe.py aimusic/bundled/voice/codec.safetensors \\
+        --corpus data/speech -o research/results/codec-speaker-probe.json
 """
 
 from __future__ import annotations

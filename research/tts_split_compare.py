@@ -27,11 +27,11 @@ would speak in), at most ``--max-len`` steps.
 
     AIMUSIC_THREADS=1 aimusic train-tts voice3/tokens --corpus data/speech --models S --minutes 12
     AIMUSIC_THREADS=1 aimusic train-lm voice3/tokens --stage coarse --models S --minutes 12
-    AIMUSIC_THREADS=1 python benchmarks/tts_split_compare.py train voice3/tokens \
+    AIMUSIC_THREADS=1 python research/tts_split_compare.py train voice3/tokens \
         --corpus data/speech --minutes 24 -o V/lm-single.safetensors
-    python benchmarks/tts_split_compare.py score voice3/tokens --corpus data/speech \
-        --split S --single V/lm-single.safetensors -o benchmarks/tts-split-compare.json
-    python benchmarks/tts_split_compare.py speak --single V/lm-single.safetensors \
+    python research/tts_split_compare.py score voice3/tokens --corpus data/speech \
+        --split S --single V/lm-single.safetensors -o research/results/tts-split-compare.json
+    python research/tts_split_compare.py speak --single V/lm-single.safetensors \
         --models voice3/models --items 10 --out O    # then: aimusic eval voice data/speech -g O
 
 ``train --no-prompt-text`` leaves the prompt sentence's phonemes out (what `speak --voice`

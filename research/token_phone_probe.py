@@ -24,10 +24,10 @@ Representations (``--feature NAME=KIND[:PATH]``, repeatable):
   level's embedding summed, at the codec's frame rate;
 * ``mel``: 80 log-mel bands at 100 frames/s, stacked 4 to a frame (25/s).
 
-    python benchmarks/token_phone_probe.py data/speech \\
+    python research/token_phone_probe.py data/speech \\
         --feature bundled=semantic:aimusic/bundled/voice/semantic.safetensors \\
         --feature codec=codec:aimusic/bundled/voice/codec.safetensors --feature mel=mel \\
-        -o benchmarks/token-phone-probe.json
+        -o research/results/token-phone-probe.json
 """
 
 from __future__ import annotations

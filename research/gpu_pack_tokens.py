@@ -11,7 +11,7 @@ semantic|coarse`` and ``train-tts``; never train ``fine`` on it.
 source matches REGEX, with symbolic links to the shared shards: a second token directory
 for a control run without a second copy of the tokens.
 
-    python benchmarks/gpu_pack_tokens.py voice11/tokens --out .gpu/tok.tar.xz \
+    python research/gpu_pack_tokens.py voice11/tokens --out .gpu/tok.tar.xz \
         --subset 'orig:^[^@]*$'
 
 (``augment_speech_corpus.py`` names a re-read voice ``SPEAKER@RATE``: that subset is the

@@ -1,11 +1,11 @@
 #!/bin/bash
-# Device run (benchmarks/gpu-voice-aug.sh; see BENCHMARKS.md, "More voices for the whole
+# Device run (research/gpu-voice-aug.sh; see BENCHMARKS.md, "More voices for the whole
 # chain"): do 172 voices (the speech corpus re-read at four rates) keep an unseen voice better
 # than the corpus's 34? Five small LMs side by side on one GPU, the same minutes each:
 #   coarse and semantic on the augmented tokens, coarse and semantic on the original items
 #   of the same tokens (the control), and the reader that hears the voice on the augmented
 #   tokens.
-# Carried as .gpu/: tok.tar.xz (benchmarks/gpu_pack_tokens.py voice11/tokens --subset
+# Carried as .gpu/: tok.tar.xz (research/gpu_pack_tokens.py voice11/tokens --subset
 # orig:...; coarse levels only) and manifest.jsonl.xz (data/speech-aug's manifest).
 # Each model's file is copied whenever its validation cross entropy is the lowest so far;
 # those copies come back. The run needs no bundled model, and the tracked bundles alone pass

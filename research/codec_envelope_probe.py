@@ -20,8 +20,8 @@ too, in the JSON) and, in 1-4 kHz, the mean absolute error in nats over the same
 The regressions say how much of the envelope lies plainly in the latent; a decoder that
 does no better than they do leaves the rest of what its tokens carry unread.
 
-    python benchmarks/codec_envelope_probe.py aimusic/bundled/voice/codec.safetensors \\
-        --opus 6 --opus 12 -o benchmarks/codec-envelope-probe.json
+    python research/codec_envelope_probe.py aimusic/bundled/voice/codec.safetensors \\
+        --opus 6 --opus 12 -o research/results/codec-envelope-probe.json
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ computed here with the token directory's semantic model (no codec, no files writ
 A reader trained on the originals plus these, with the same settings and steps as
 `train-tts`, is saved for `token_speaker_probe.py --reader` to judge on the test voices.
 
-    python benchmarks/reader_voice_augment.py voice3/tokens --semantic voice3/models/semantic.safetensors \\
+    python research/reader_voice_augment.py voice3/tokens --semantic voice3/models/semantic.safetensors \\
         -o voice10/lm-reading.safetensors --steps 513
 """
 

@@ -2,7 +2,7 @@
 clip through a codec (encode, decode), scored like `aimusic eval continuation` against
 the truth and floor agreements of an earlier run's metrics.json.
 
-    python benchmarks/codec_coherence.py runs/eval-models/metrics.json \\
+    python research/codec_coherence.py runs/eval-models/metrics.json \\
         models/codec.safetensors models/codec-base.safetensors
 """
 

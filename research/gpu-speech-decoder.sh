@@ -1,5 +1,5 @@
 #!/bin/bash
-# Device run (benchmarks/gpu-speech-decoder.sh; BENCHMARKS.md, "Where the codec loses the
+# Device run (research/gpu-speech-decoder.sh; BENCHMARKS.md, "Where the codec loses the
 # voice" and "Prompt EQ"): the bundled speech codec's decoder trained on alone, adversarially
 # from the first step, on a GPU (`train-codec --init --decoder-only`: the encoder and codebooks
 # stay, so every token and bundled LM stays valid). The CPU runs (one hour of reconstruction
@@ -8,7 +8,7 @@
 # gradient below the floor (codec.train.floored): judge first whether the predicted 2.5-8 kHz
 # band comes back (the round trip's WER; the --keep magnitude --band 1000:4000 --envelope
 # row is the ceiling for these tokens).
-# Carried as .gpu/: speech.tar (python benchmarks/gpu_pack_audio.py data/speech/wav
+# Carried as .gpu/: speech.tar (python research/gpu_pack_audio.py data/speech/wav
 # .gpu/speech.tar --minutes 30: about 35 MiB of FLAC, the test voices never in it) and
 # codec.safetensors (cp aimusic/bundled/voice/codec.safetensors .gpu/). The run needs no
 # bundled model, and the tracked bundles alone pass a call's 64 MiB: for the call, untrack
@@ -16,16 +16,16 @@
 # .git/info/exclude), then `git reset -q -- aimusic/bundled` and drop the exclude lines.
 # The codec file and the training log come back in $OUT; judge them here with
 # `python examples/voice_outputs.py --roundtrip OUT/codec.safetensors [--prompt-eq] --items 10`,
-# `aimusic eval voice` and `python benchmarks/codec_speaker_probe.py OUT/codec.safetensors`.
+# `aimusic eval voice` and `python research/codec_speaker_probe.py OUT/codec.safetensors`.
 # WHOLE=1 trains the whole codec instead (encoder, codebooks and decoder, from the bundled
 # weights): since "How much of the words' envelope the speech codec gives back"
-# (BENCHMARKS.md, 2026-12-02) this is the run to make. benchmarks/codec_envelope_probe.py
+# (BENCHMARKS.md, 2026-12-02) this is the run to make. research/codec_envelope_probe.py
 # found the bundled decoder gives back as much of the test voices' 1-4 kHz envelope as an
 # MLP reading its tokens does, and more than a linear map (R^2 0.58, 0.57, 0.48; Opus 6 kbps
 # 0.86, 12 kbps 0.94): the tokens, not the decoder, hold too little of it. A whole-codec
 # file has new tokens: the corpus must be tokenized again and the coarse and fine LMs
-# trained again on it (benchmarks/gpu-voice-aug.sh) before it ships. Judge it first with
-# `python benchmarks/codec_envelope_probe.py OUT/codec.safetensors` (the decoded row's
+# trained again on it (research/gpu-voice-aug.sh) before it ships. Judge it first with
+# `python research/codec_envelope_probe.py OUT/codec.safetensors` (the decoded row's
 # 1-4 kHz R^2 on speech frames; the WER target wants about 0.9).
 # SCRATCH=1 trains a fresh codec of the `speech` preset instead (no --init, no codec.safetensors
 # needed; adversarial after VE steps): since "A spectral encoder for speech" (BENCHMARKS.md,

@@ -2,7 +2,7 @@
 call (which carries at most 64 MiB): the speech corpus's 7 h of 16-bit wav are about 800 MB,
 and 30 minutes of them as FLAC about 35 MiB.
 
-    python benchmarks/gpu_pack_audio.py data/speech/wav .gpu/speech.tar [--minutes 30]
+    python research/gpu_pack_audio.py data/speech/wav .gpu/speech.tar [--minutes 30]
         [--val-minutes 3] [--seed 0]
 
 From SRC/train/<speaker>/ (or SRC/<speaker>/ when there is no train/ folder) files are
