@@ -57,7 +57,7 @@ def _wav_truncation(path: Path) -> str | None:
     return None
 
 
-def _open(path: Path):  # -> soundfile.SoundFile
+def open_sound(path: Path):  # -> soundfile.SoundFile
     import soundfile as sf
 
     if not path.exists():
@@ -78,7 +78,7 @@ def _open(path: Path):  # -> soundfile.SoundFile
 def audio_info(path: str | os.PathLike) -> AudioInfo:
     """Sample rate, length and channels without decoding the samples."""
     p = Path(path)
-    with _open(p) as f:
+    with open_sound(p) as f:
         return AudioInfo(p, int(f.samplerate), int(f.frames), int(f.channels))
 
 
@@ -117,7 +117,7 @@ def load_audio(
     import soundfile as sf
 
     p = Path(path)
-    with _open(p) as f:
+    with open_sound(p) as f:
         native = int(f.samplerate)
         total = int(f.frames)
         if total <= 0:

@@ -66,13 +66,13 @@ def tensor_cache(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]
 
 
 @tensor_cache
-def _mel_basis(sr: int, n_fft: int, n_mels: int) -> torch.Tensor:
+def mel_basis(sr: int, n_fft: int, n_mels: int) -> torch.Tensor:
     fb = librosa_filters("mel", sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=sr / 2)
     return torch.from_numpy(fb).float()  # [n_mels, n_fft // 2 + 1]
 
 
 @tensor_cache
-def _window(n_fft: int) -> torch.Tensor:
+def hann_window(n_fft: int) -> torch.Tensor:
     return torch.hann_window(n_fft)
 
 
@@ -82,7 +82,7 @@ def _stft(x: torch.Tensor | np.ndarray, n_fft: int) -> torch.Tensor:
     reflect padding needs at least n_fft // 2 samples)."""
     t = (x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))).float()
     t = torch.nn.functional.pad(t, (0, max(0, n_fft - t.shape[-1])))
-    return torch.stft(t, n_fft, n_fft // 4, window=_window(n_fft).to(t.device), center=True,
+    return torch.stft(t, n_fft, n_fft // 4, window=hann_window(n_fft).to(t.device), center=True,
                       return_complex=True)
 
 
@@ -90,7 +90,7 @@ def mel_spectrogram(x: torch.Tensor, sr: int, n_fft: int, n_mels: int, power: fl
     """Mel magnitude spectrogram of ``x`` [..., T] -> [..., n_mels, frames] (hop n_fft // 4)."""
     shape = x.shape
     mag = _stft(x.reshape(-1, shape[-1]), n_fft).abs().pow(power)
-    mel = _mel_basis(sr, n_fft, n_mels).to(x.device) @ mag
+    mel = mel_basis(sr, n_fft, n_mels).to(x.device) @ mag
     return mel.reshape(*shape[:-1], n_mels, mel.shape[-1])
 
 
@@ -190,7 +190,7 @@ def _log(spec: torch.Tensor) -> torch.Tensor:
 
 def _frame_shapes(log_mag: torch.Tensor, sr: int, n_fft: int) -> torch.Tensor:
     """Log magnitudes [bins, F] -> each frame's mel shape [F, EQ_MELS], unit length."""
-    m = (_mel_basis(sr, n_fft, EQ_MELS) @ log_mag.exp()).clamp_min(1e-5).log()
+    m = (mel_basis(sr, n_fft, EQ_MELS) @ log_mag.exp()).clamp_min(1e-5).log()
     return torch.nn.functional.normalize((m - m.mean(0, keepdim=True)).T, dim=1)
 
 
@@ -240,6 +240,6 @@ def equalize(x: np.ndarray, eq: PromptEQ) -> np.ndarray:
         return x
     spec = _stft(x, eq.n_fft)
     spec = spec * eq.gains(_log(spec)).exp()
-    y = torch.istft(spec, eq.n_fft, eq.n_fft // 4, window=_window(eq.n_fft), center=True,
+    y = torch.istft(spec, eq.n_fft, eq.n_fft // 4, window=hann_window(eq.n_fft), center=True,
                     length=max(x.size, eq.n_fft))
     return y[:x.size].numpy().astype(np.float32)

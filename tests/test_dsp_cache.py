@@ -20,9 +20,9 @@ def test_cached_filterbanks_equal_librosa_and_skip_its_import(tmp_path: Path, mo
     np.testing.assert_array_equal(fb, librosa.filters.mel(sr=24000, n_fft=1024, n_mels=80,
                                                           fmin=0.0, fmax=12000.0))
     assert len(list(tmp_path.glob("librosa-mel-*.npy"))) == 1
-    code = ("import sys; from aimusic.dsp import _mel_basis; "
-            "from aimusic.semantic.features import _chroma_basis; "
-            "_mel_basis(24000, 1024, 80); _chroma_basis(24000, 4096); "
+    code = ("import sys; from aimusic.dsp import mel_basis; "
+            "from aimusic.semantic.features import chroma_basis; "
+            "mel_basis(24000, 1024, 80); chroma_basis(24000, 4096); "
             "print('librosa' in sys.modules)")
     env = {**os.environ, "AIMUSIC_CACHE": str(tmp_path)}
     first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
@@ -46,8 +46,8 @@ def test_constant_tensors_first_made_in_inference_mode_still_train() -> None:
 
     from aimusic import dsp
 
-    dsp._window.cache_clear()
-    dsp._mel_basis.cache_clear()
+    dsp.hann_window.cache_clear()
+    dsp.mel_basis.cache_clear()
     with torch.inference_mode():
         dsp.mel_spectrogram(torch.randn(1, 4000), 24000, 512, 64)
     x = torch.randn(1, 4000, requires_grad=True)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from aimusic.artifacts import load_artifact, save_artifact
-from aimusic.audio import _open
+from aimusic.audio import open_sound
 from aimusic.codec.model import Codec
 from aimusic.codec.modules import (
     Conv,
@@ -73,7 +73,7 @@ def read_blocks(path: str | os.PathLike, sr: int, block_seconds: float = 10.0) -
     import soxr
 
     p = Path(path)
-    f = _open(p)
+    f = open_sound(p)
     with f:
         if f.frames == 0:
             raise AudioError(p, "contains no audio (zero length)")

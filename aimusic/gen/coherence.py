@@ -43,8 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from aimusic.dsp import _mel_basis, tensor_cache
-from aimusic.semantic.features import _chroma_basis, _power
+from aimusic.dsp import mel_basis, tensor_cache
+from aimusic.semantic.features import chroma_basis, power_spectrogram
 
 MEASURES = ("harmony", "rhythm", "timbre", "repetition")
 SILENT_DB = -60.0
@@ -63,13 +63,13 @@ REPEAT_STEP = 0.25  # continuation windows start every this many seconds
 def _chroma_fb(sr: int, n_fft: int) -> torch.Tensor:
     """The semantic features' chroma filterbank, each pitch class scaled to respond equally
     to white noise (so noise is flat)."""
-    fb = _chroma_basis(sr, n_fft)
+    fb = chroma_basis(sr, n_fft)
     return fb / fb.sum(1, keepdim=True)
 
 
 def _stft_power(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     """|STFT|^2 [bins, frames] of every centred frame."""
-    return _power(x, n_fft, hop, x.shape[-1] // hop + 1)
+    return power_spectrogram(x, n_fft, hop, x.shape[-1] // hop + 1)
 
 
 @dataclass
@@ -94,7 +94,7 @@ def features(x: np.ndarray, sr: int) -> Features:
     n_fft = 1 << max(6, round(math.log2(MEL_FFT_SECONDS * sr)))
     with torch.no_grad():
         chroma = (_chroma_fb(sr, CHROMA_FFT) @ _stft_power(t, CHROMA_FFT, CHROMA_FFT // 4)).sum(-1)
-        mel = _mel_basis(sr, n_fft, N_MELS) @ _stft_power(t, n_fft, hop)  # [mels, frames]
+        mel = mel_basis(sr, n_fft, N_MELS) @ _stft_power(t, n_fft, hop)  # [mels, frames]
         db = 10 * torch.log10(mel + 1e-10)
         # onset strength: rectified rise of log-mel, summed over bands, local mean removed
         flux = torch.relu(torch.diff(torch.log1p(1000 * mel / (mel.mean() + 1e-10)), dim=1)).sum(0)

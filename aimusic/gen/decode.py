@@ -33,9 +33,9 @@ from aimusic.lm.model import (
     Block,
     KVCache,
     TokenLM,
-    _pick_streams,
     apply_rope,
     check_window,
+    pick_streams,
     sample,
 )
 
@@ -144,7 +144,7 @@ class Decoder:
                 i = prompt.shape[1] + j
                 ranges = allowed(i) if allowed is not None else None
                 if lm.cfg.streams > 1:
-                    tok = _pick_streams(lm, self.logits(h), cast("Sequence[Range] | None", ranges), i,
+                    tok = pick_streams(lm, self.logits(h), cast("Sequence[Range] | None", ranges), i,
                                         temperature, top_k, top_p, generator)
                 else:
                     tok = self._pick(h, cast("Range | None", ranges), temperature, top_k, top_p,

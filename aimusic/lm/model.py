@@ -380,7 +380,7 @@ def generate(model: TokenLM, prompt: torch.Tensor, n: int, *, temperature: float
             i = seq.shape[1]
             ranges = allowed(i) if allowed is not None else None
             if model.cfg.streams > 1:
-                tok = _pick_streams(model, logits, cast("Sequence[Range] | None", ranges), i,
+                tok = pick_streams(model, logits, cast("Sequence[Range] | None", ranges), i,
                                     temperature, top_k, top_p, generator)
             else:
                 tok = _pick(logits, cast("Range | None", ranges), temperature, top_k, top_p, generator)
@@ -403,7 +403,7 @@ def _pick(logits: torch.Tensor, rng: Range | None, temperature: float, top_k: in
     return sample(logits[:, lo:hi], temperature, top_k, top_p, generator) + lo
 
 
-def _pick_streams(model: TokenLM, logits: torch.Tensor, ranges: Sequence[Range] | None, i: int,
+def pick_streams(model: TokenLM, logits: torch.Tensor, ranges: Sequence[Range] | None, i: int,
                   temperature: float, top_k: int | None, top_p: float | None,
                   generator: torch.Generator | None) -> torch.Tensor:
     """Streams: logits [B, S, C] (level-local) -> global ids [B, S]."""

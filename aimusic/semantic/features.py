@@ -16,11 +16,11 @@ import math
 
 import torch
 
-from aimusic.dsp import _mel_basis, _window, librosa_filters, tensor_cache
+from aimusic.dsp import hann_window, librosa_filters, mel_basis, tensor_cache
 
 
 @tensor_cache
-def _chroma_basis(sr: int, n_fft: int) -> torch.Tensor:
+def chroma_basis(sr: int, n_fft: int) -> torch.Tensor:
     # pitch classes from A0 up; below ~55 Hz a 4096-point FFT cannot separate semitones
     fb = librosa_filters("chroma", sr=sr, n_fft=n_fft, n_chroma=12, ctroct=5.0, octwidth=2.0)
     return torch.from_numpy(fb).float()  # [12, n_fft // 2 + 1]
@@ -36,11 +36,11 @@ def _dct(n_in: int, n_out: int) -> torch.Tensor:
     return m.float()
 
 
-def _power(x: torch.Tensor, n_fft: int, hop: int, frames: int) -> torch.Tensor:
+def power_spectrogram(x: torch.Tensor, n_fft: int, hop: int, frames: int) -> torch.Tensor:
     """|STFT|^2 [B, bins, frames], centred frames, the first ``frames`` of them."""
     if x.shape[-1] < n_fft:
         x = torch.nn.functional.pad(x, (0, n_fft - x.shape[-1]))
-    spec = torch.stft(x, n_fft, hop_length=hop, window=_window(n_fft).to(x.device),
+    spec = torch.stft(x, n_fft, hop_length=hop, window=hann_window(n_fft).to(x.device),
                       center=True, return_complex=True)
     return spec.abs().pow(2)[..., :frames]
 
@@ -59,14 +59,14 @@ def handmade(x: torch.Tensor, sr: int, hop: int, n_mfcc: int = 13, n_mels: int =
     False: a model that gives it no weight keeps its layout without its cost)."""
     x = x.float()
     frames = x.shape[-1] // hop
-    mel = _mel_basis(sr, mfcc_fft, n_mels).to(x.device) @ _power(x, mfcc_fft, hop, frames)
+    mel = mel_basis(sr, mfcc_fft, n_mels).to(x.device) @ power_spectrogram(x, mfcc_fft, hop, frames)
     mfcc = (_dct(n_mels, n_mfcc).to(x.device) @ torch.log(mel + 1e-8)).transpose(1, 2)
     blocks = [mfcc]
     for _ in range(orders):
         blocks.append(deltas(blocks[-1]))
     if not chroma:
         return torch.cat([*blocks, mfcc.new_zeros(*mfcc.shape[:2], 12)], dim=-1)
-    pc = _chroma_basis(sr, chroma_fft).to(x.device) @ _power(x, chroma_fft, hop, frames)
+    pc = chroma_basis(sr, chroma_fft).to(x.device) @ power_spectrogram(x, chroma_fft, hop, frames)
     # each frame's chroma as shares of its energy: pitch classes, not loudness
     pc = (pc / (pc.sum(1, keepdim=True) + 1e-8)).transpose(1, 2)
     return torch.cat([*blocks, pc], dim=-1)
@@ -79,6 +79,6 @@ def log_mel(x: torch.Tensor, sr: int, hop: int, stack: int = 4, n_mels: int = 80
     frames = x.shape[-1] // hop
     sub = hop // stack
     n_fft = 4 * sub
-    mel = _mel_basis(sr, n_fft, n_mels).to(x.device) @ _power(x, n_fft, sub, frames * stack)
+    mel = mel_basis(sr, n_fft, n_mels).to(x.device) @ power_spectrogram(x, n_fft, sub, frames * stack)
     lm = torch.log(mel.clamp_min(1e-10) + 1e-5).transpose(1, 2)  # [B, frames*stack, n_mels]
     return lm.reshape(x.shape[0], frames, stack * n_mels)
