@@ -16,7 +16,7 @@ interrupted run resumes; every file is written whole or not at all.
 
 Why: with the corpus's 34 training voices, a reading LM that hears the voice names an
 unseen test voice's tokens right 1 time in 20; trained with four factors (150 voices),
-8 times in 20 (BENCHMARKS.md, "Our semantic tokens say who speaks").
+8 times in 20 (research/JOURNAL.md, "Our semantic tokens say who speaks").
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ SPEECH=${SPEECH:-data/speech}
 CODEC=${CODEC:-}                  # a codec file to reuse instead of training one
 CODEC_PRESET=${CODEC_PRESET:-speech}  # small's encoder, inverse-STFT decoder
 # MFCCs alone, normalized per file: more of the words, less of the voice than small's
-# (BENCHMARKS.md, "Do the semantic tokens carry the words?"); small is the bundle's
+# (research/JOURNAL.md, "Do the semantic tokens carry the words?"); small is the bundle's
 SEMANTIC_PRESET=${SEMANTIC_PRESET:-speech}
 CODEC_MINUTES=${CODEC_MINUTES:-50}
 LM_MINUTES=${LM_MINUTES:-10}      # per LM; two train side by side, one core each

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Device run (research/gpu-small-chain.sh; carried as .gpu/, see BENCHMARKS.md): train the small codec (two variants side by side), tokenize with the better one,
+# Device run (research/gpu-small-chain.sh; carried as .gpu/, see research/JOURNAL.md): train the small codec (two variants side by side), tokenize with the better one,
 # train the four small LMs side by side; everything worth keeping goes to $OUT as it is made.
 # LOCAL=1 runs the same steps on this CPU with short budgets (a rehearsal).
 export PYTHONUNBUFFERED=1

@@ -1,10 +1,10 @@
 #!/bin/bash
-# Device run (research/gpu-speech-decoder.sh; BENCHMARKS.md, "Where the codec loses the
+# Device run (research/gpu-speech-decoder.sh; research/JOURNAL.md, "Where the codec loses the
 # voice" and "Prompt EQ"): the bundled speech codec's decoder trained on alone, adversarially
 # from the first step, on a GPU (`train-codec --init --decoder-only`: the encoder and codebooks
 # stay, so every token and bundled LM stays valid). The CPU runs (one hour of reconstruction
 # losses, two adversarial) did not give back the magnitudes the decoder loses; this asks what
-# GPU minutes do. Since "Where the words go" (BENCHMARKS.md) the magnitude loss passes its
+# GPU minutes do. Since "Where the words go" (research/JOURNAL.md) the magnitude loss passes its
 # gradient below the floor (codec.train.floored): judge first whether the predicted 2.5-8 kHz
 # band comes back (the round trip's WER; the --keep magnitude --band 1000:4000 --envelope
 # row is the ceiling for these tokens).
@@ -19,7 +19,7 @@
 # `aimusic eval voice` and `python research/codec_speaker_probe.py OUT/codec.safetensors`.
 # WHOLE=1 trains the whole codec instead (encoder, codebooks and decoder, from the bundled
 # weights): since "How much of the words' envelope the speech codec gives back"
-# (BENCHMARKS.md, 2026-12-02) this is the run to make. research/codec_envelope_probe.py
+# (research/JOURNAL.md, 2026-12-02) this is the run to make. research/codec_envelope_probe.py
 # found the bundled decoder gives back as much of the test voices' 1-4 kHz envelope as an
 # MLP reading its tokens does, and more than a linear map (R^2 0.58, 0.57, 0.48; Opus 6 kbps
 # 0.86, 12 kbps 0.94): the tokens, not the decoder, hold too little of it. A whole-codec
@@ -28,7 +28,7 @@
 # `python research/codec_envelope_probe.py OUT/codec.safetensors` (the decoded row's
 # 1-4 kHz R^2 on speech frames; the WER target wants about 0.9).
 # SCRATCH=1 trains a fresh codec of the `speech` preset instead (no --init, no codec.safetensors
-# needed; adversarial after VE steps): since "A spectral encoder for speech" (BENCHMARKS.md,
+# needed; adversarial after VE steps): since "A spectral encoder for speech" (research/JOURNAL.md,
 # 2026-12-02) that preset reads the STFT, and 70 CPU-minutes of it from scratch cut the
 # round trip's WER from 3.98 to about 1.5 times the recordings'. This is now the run to make;
 # judge it as above, then tokenize data/speech-aug and train the coarse and fine LMs on it.

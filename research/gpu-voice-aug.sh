@@ -1,5 +1,5 @@
 #!/bin/bash
-# Device run (research/gpu-voice-aug.sh; see BENCHMARKS.md, "More voices for the whole
+# Device run (research/gpu-voice-aug.sh; see research/JOURNAL.md, "More voices for the whole
 # chain"): do 172 voices (the speech corpus re-read at four rates) keep an unseen voice better
 # than the corpus's 34? Five small LMs side by side on one GPU, the same minutes each:
 #   coarse and semantic on the augmented tokens, coarse and semantic on the original items

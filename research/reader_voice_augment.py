@@ -2,7 +2,7 @@
 
 The reader that hears the voice (`train-tts --voice-tokens 75`) writes the heard voice's
 semantic tokens for voices it trained on, not for the two unseen test voices
-(BENCHMARKS.md, "Our semantic tokens say who speaks"). This script adds voices the
+(research/JOURNAL.md, "Our semantic tokens say who speaks"). This script adds voices the
 cheapest way there is: every transcribed training sentence is also read back at other
 rates (resampled by a factor f and played at the original rate: pitch and formants
 scaled by f, duration by 1/f, as speed perturbation and vocal-tract-length perturbation
