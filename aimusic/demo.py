@@ -31,9 +31,9 @@ def run_demo(out_dir: str | Path, models_dir: str | Path, prompt_file: str | Pat
     espeak-ng is missing), write the audio, figures, metrics.json
     and report.html."""
     from aimusic.audio import load_audio
+    from aimusic.codec.stream import roundtrip
     from aimusic.fileio import write_json
     from aimusic.gen import continue_audio, format_timings, load_chain
-    from aimusic.gen.evaluate import codec_roundtrip
     from aimusic.text.phonemes import PhonemeError
 
     t_start = time.perf_counter()
@@ -55,7 +55,7 @@ def run_demo(out_dir: str | Path, models_dir: str | Path, prompt_file: str | Pat
              "from the semantic, coarse and fine LMs")]
     if truth is not None:
         rows.append(("truth", truth, "what really came next (never trained on)"))
-        rows.append(("truth-codec", codec_roundtrip(chain, truth),
+        rows.append(("truth-codec", roundtrip(chain.codec, truth, device=chain.device),
                      "the truth through the codec alone: the best an LM could do with it"))
     files = _write_clips(out, rows, sr, marks=[prompt_seconds])
     metrics: dict[str, Any] = {

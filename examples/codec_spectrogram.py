@@ -22,7 +22,7 @@ import torch
 
 from aimusic.audio import load_audio
 from aimusic.codec.model import load_codec
-from aimusic.codec.stream import decode_stream, encode_stream
+from aimusic.codec.stream import roundtrip
 from aimusic.report import colorize, write_png
 
 N_FFT, HOP = 4096, 256
@@ -36,11 +36,9 @@ def spectrogram_db(x: np.ndarray, sr: int, max_hz: float) -> np.ndarray:
     return 10 * np.log10(spec[:keep] + 1e-12)
 
 
-def roundtrip(path: Path, x: np.ndarray, kbps: float | None) -> np.ndarray:
+def through(path: Path, x: np.ndarray, kbps: float | None) -> np.ndarray:
     codec = load_codec(path)
-    levels = codec.cfg.levels_for(kbps)
-    codes, _ = encode_stream(codec, iter([x]), levels)
-    return np.concatenate(list(decode_stream(codec, codes)))[: x.size]
+    return roundtrip(codec, x, codec.cfg.levels_for(kbps))
 
 
 def main() -> None:
@@ -57,7 +55,7 @@ def main() -> None:
     sr = 24000
     x = load_audio(a.audio, sr, offset=a.start, duration=a.seconds)
     rows = [spectrogram_db(x, sr, a.max_hz)]
-    rows += [spectrogram_db(roundtrip(c, x, a.bandwidth), sr, a.max_hz) for c in a.codec]
+    rows += [spectrogram_db(through(c, x, a.bandwidth), sr, a.max_hz) for c in a.codec]
     top = rows[0].max()
     images = []
     for db in rows:

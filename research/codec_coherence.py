@@ -16,8 +16,9 @@ from types import SimpleNamespace
 import torch
 
 from aimusic.codec.model import load_codec
+from aimusic.codec.stream import roundtrip
 from aimusic.gen import coherence as C
-from aimusic.gen.evaluate import codec_roundtrip, load_clips
+from aimusic.gen.evaluate import load_clips
 
 
 def main() -> None:
@@ -35,7 +36,7 @@ def main() -> None:
     for path in a.codecs:
         chain = SimpleNamespace(codec=load_codec(path), device=torch.device("cpu"))
         rows = [C.agreement(C.features(c.prompt, s["sample_rate"]),
-                            C.features(codec_roundtrip(chain, c.truth), s["sample_rate"]))
+                            C.features(roundtrip(chain.codec, c.truth), s["sample_rate"]))
                 for c in clips]
         coh = C.coherence(rows, truth, floor)
         print(json.dumps({"codec": str(path), "clips": len(clips),

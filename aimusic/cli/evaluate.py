@@ -110,20 +110,15 @@ def _codec_coherence(model: Any, audio_dir: Path, bws: list[float], opus: list[f
     """``eval codec --coherence``: each bitrate's (and Opus's) round trip of the truth."""
     import tempfile
 
-    import numpy as np
-
     from aimusic.audio import list_audio_files
     from aimusic.codec.evaluate import opus_roundtrip
-    from aimusic.codec.stream import decode_stream, encode_stream
+    from aimusic.codec.stream import roundtrip
     from aimusic.gen.evaluate import roundtrip_coherence
 
     sr = model.cfg.sample_rate
 
     def through(levels: int) -> Callable[[Any], Any]:
-        def trip(x: Any) -> Any:
-            codes, _ = encode_stream(model, iter([x]), levels, device=device)
-            return np.concatenate(list(decode_stream(model, codes, device=device)))[:x.size]
-        return trip
+        return lambda x: roundtrip(model, x, levels, device)
 
     def opus_at(kbps: float, tmp: Path) -> Callable[[Any], Any]:
         return lambda x: opus_roundtrip(x, sr, kbps, tmp)

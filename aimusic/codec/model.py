@@ -109,7 +109,7 @@ def preset_speech() -> CodecConfig:
     bundled speech codec's: ``encoder: conv``) kept about half of the 1-4 kHz envelope the
     words are in; trained from scratch for the same CPU time, the stft encoder's round trip
     leaves the recognizer 1.5 times the recordings' word error where the conv encoder's
-    left 4 times (BENCHMARKS.md, "A spectral encoder for speech")."""
+    left 4 times (research/JOURNAL.md, "A spectral encoder for speech")."""
     return CodecConfig(patch=8, channels=64, ratios=(4, 5, 2), dilations=(1, 3), dim=128,
                        codebook_dim=128, head="istft", encoder="stft")
 

@@ -158,6 +158,15 @@ def decode_stream(
         yield y[(f0 - a) * hop : (f1 - a) * hop].float().cpu().numpy()
 
 
+def roundtrip(codec: Codec, x: np.ndarray, n_levels: int | None = None,
+              device: torch.device | str = "cpu") -> np.ndarray:
+    """``x`` (mono float32 at the codec's rate) encoded with ``n_levels`` (default: all) and
+    decoded again, chunk by chunk, to its length."""
+    codes, _ = encode_stream(codec, iter([x]), n_levels or codec.cfg.levels, device=device)
+    blocks = list(decode_stream(codec, codes, device=device))
+    return (np.concatenate(blocks) if blocks else np.zeros(0, np.float32))[: x.size]
+
+
 def encode_file(
     codec: Codec, path: str | os.PathLike, out: str | os.PathLike, bandwidth: float | None = None,
     device: torch.device | str = "cpu",

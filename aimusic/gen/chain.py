@@ -429,7 +429,7 @@ def match_voice(codec: Any, prompt_codes: torch.Tensor, new_codes: torch.Tensor,
     nearest prompt frame's codes. codes [K, F] -> [K, F]; ``k=0`` or no prompt: unchanged.
 
     The LMs, briefly trained, drift to the voices they saw most; matching keeps whatever
-    is said in sounds the prompt's speaker made (BENCHMARKS.md, "Voice matching"). A
+    is said in sounds the prompt's speaker made (research/JOURNAL.md, "Voice matching"). A
     3-second prompt holds few of a language's sounds, so the rest come out as its nearest."""
     if k <= 0 or prompt_codes.shape[1] == 0 or new_codes.shape[1] == 0:
         return new_codes

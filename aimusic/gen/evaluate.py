@@ -169,14 +169,6 @@ def roundtrip_coherence(files: Sequence[Path], sr: int,
                           for name in roundtrips}}
 
 
-def codec_roundtrip(chain: Any, x: np.ndarray) -> np.ndarray:
-    from aimusic.codec.stream import encode_stream
-    from aimusic.gen.chain import decode_codes
-
-    codes, _ = encode_stream(chain.codec, iter([x]), chain.codec.cfg.levels, device=chain.device)
-    return decode_codes(chain, codes)[:x.size]
-
-
 def evaluate_continuation(files: Sequence[Path], out_dir: str | Path, chains: dict[str, Any],
                           sr: int, prompt_seconds: float = 5.0, seconds: float = 10.0,
                           offset: float = 0.0, clips: int = 0, seed: int = 0,
@@ -190,6 +182,7 @@ def evaluate_continuation(files: Sequence[Path], out_dir: str | Path, chains: di
 
     from aimusic import __version__
     from aimusic.audio import save_audio
+    from aimusic.codec.stream import roundtrip
     from aimusic.fileio import write_json
     from aimusic.gen.chain import continue_audio
     from aimusic.report import spectrogram_png
@@ -241,7 +234,7 @@ def evaluate_continuation(files: Sequence[Path], out_dir: str | Path, chains: di
             judge("truth", clip.truth)
             judge("other", items[(i + 1) % len(items)].truth)
             if codec_chain is not None:
-                through = codec_roundtrip(codec_chain, clip.truth)
+                through = roundtrip(codec_chain.codec, clip.truth, device=codec_chain.device)
                 agree["codec"] = C.agreement(fp, C.features(through, sr))
                 judge("codec", through)
             for name, chain in chains.items():

@@ -502,7 +502,7 @@ def reading_sequence(vocab: Vocab, phonemes: Any, semantic: Any, end: bool = Tru
     ``voice`` (semantic tokens [P] of another utterance in the same voice, P may be 0)
     comes first, closed by its own SEP: ``BOS v0 .. v(P-1) SEP p0 .. SEP s0 .. END``
     [P + M + N + 4]. Our semantic tokens say who speaks as well as what is said
-    (benchmarks/token_speaker_probe.py), so a reader that hears the voice writes its
+    (research/token_speaker_probe.py), so a reader that hears the voice writes its
     tokens in that voice.
     """
     head = _reading_head(vocab, phonemes, voice)

@@ -65,7 +65,7 @@ PRESETS: dict[str, Callable[[], SemanticConfig]] = {
     "base": lambda: SemanticConfig(clusters=1024, dim=512, layers=8, heads=8, layer=6),
     # Speech: MFCCs alone (chroma is pitch: intonation and voice, not phonemes) from a 43 ms
     # window, normalized per input, two frames a token; its iteration-1 tokens carry more
-    # of what is said and less of who says it (benchmarks/token_phone_probe.py,
+    # of what is said and less of who says it (research/token_phone_probe.py,
     # BENCHMARKS.md).
     "speech": lambda: replace(PRESETS["small"](), chroma_weight=0.0, mfcc_fft=1024, cmvn=True,
                               sub_frames=2),

@@ -8,10 +8,10 @@ acoustic LMs that carry the voice are the ones speech continuation trains on
 untranscribed audio (the asterisk recordings with no English text included). Measured,
 the split is not better: at the same CPU budget a single stage in the delay layout models
 the test voices' speech in fewer bits and speaks twice as fast, and the voice judges hear
-no difference (``benchmarks/tts_split_compare.py``, BENCHMARKS.md); the split stays until
+no difference (``research/tts_split_compare.py``, BENCHMARKS.md); the split stays until
 both are compared at a GPU budget. Our
 semantic tokens say who speaks as well as what is said
-(``benchmarks/token_speaker_probe.py``), so the reader hears the voice first: 3 s of its
+(``research/token_speaker_probe.py``), so the reader hears the voice first: 3 s of its
 semantic tokens (``LMConfig.voice_tokens``; 0 for the first readers). One flat sequence
 per sentence (layout ``reading`` in ``aimusic.lm.layouts``)::
 
@@ -51,7 +51,7 @@ log = logging.getLogger("aimusic")
 READING_FILE = "lm-reading.safetensors"
 MIN_VOICE_SECONDS = 1.0
 # a reader trained now hears 3 s of the voice first (25 semantic tokens/s): our semantic
-# tokens carry the voice (benchmarks/token_speaker_probe.py)
+# tokens carry the voice (research/token_speaker_probe.py)
 VOICE_TOKENS = 75
 VOICE_MATCH = 4  # `speak` re-expresses its frames in the voice's 4 nearest (match_voice)
 # `speak` decodes the coarse levels alone (--fine runs the fine stage): with the bundled
