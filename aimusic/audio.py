@@ -7,10 +7,14 @@ and the reason, never a bare libsndfile traceback.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -170,6 +174,83 @@ def save_audio(
     with atomic_path(p) as tmp:
         sf.write(str(tmp), x, sr, subtype=subtype, format=fmt)
     return p
+
+
+WAV_MAX_BYTES = 0xFFFFFFFF - 36  # a RIFF file counts its bytes in 32 bits
+
+
+def _wav_header(sr: int, data_bytes: int) -> bytes:
+    """A 16-bit mono PCM WAV header for ``data_bytes`` of samples (0xFFFFFFFF: unknown)."""
+    riff = 0xFFFFFFFF if data_bytes == 0xFFFFFFFF else data_bytes + 36
+    return (b"RIFF" + struct.pack("<I", riff) + b"WAVEfmt "
+            + struct.pack("<IHHIIHH", 16, 1, 1, sr, 2 * sr, 2, 16)
+            + b"data" + struct.pack("<I", data_bytes))
+
+
+class AudioStreamWriter:
+    """Mono audio written block by block, for outputs too long to hold in memory.
+
+    A ``.wav`` path is written in place as 16-bit PCM and its header is brought up to date
+    after every block, so the file plays at every moment and an interrupted run leaves a
+    valid file of what was made. ``"-"`` writes the same to standard output, its header
+    saying "length unknown" (as ``sox`` and ``ffmpeg`` write to a pipe). Other formats
+    go through libsndfile to a temporary file renamed at the end, as ``save_audio`` does.
+    Use as a context manager; ``write`` takes float32 blocks in [-1, 1].
+    """
+
+    def __init__(self, path: str | os.PathLike, sr: int) -> None:
+        self.path, self.sr, self.samples = str(path), sr, 0
+        self._stack = contextlib.ExitStack()
+        self._raw: BinaryIO | None = None
+        self._sf: Any = None
+
+    @property
+    def is_wav(self) -> bool:
+        return self.path == "-" or Path(self.path).suffix.lower() == ".wav"
+
+    def __enter__(self) -> AudioStreamWriter:
+        if self.path == "-":
+            self._raw = sys.stdout.buffer
+            self._raw.write(_wav_header(self.sr, 0xFFFFFFFF))
+        elif self.is_wav:
+            try:
+                self._raw = self._stack.enter_context(open(self.path, "wb"))
+            except OSError as e:
+                raise AudioError(self.path, f"cannot write: {e.strerror or e}") from e
+            self._raw.write(_wav_header(self.sr, 0))
+        else:
+            import soundfile as sf
+
+            p = Path(self.path)
+            tmp = self._stack.enter_context(atomic_path(p))
+            fmt = {"OGA": "OGG", "OPUS": "OGG", "AIF": "AIFF"}.get(p.suffix[1:].upper(), p.suffix[1:].upper())
+            sub = {".ogg": "VORBIS", ".oga": "VORBIS", ".opus": "OPUS", ".mp3": "MPEG_LAYER_III"}
+            self._sf = self._stack.enter_context(sf.SoundFile(
+                str(tmp), "w", self.sr, 1, sub.get(p.suffix.lower(), "PCM_16"), format=fmt))
+        return self
+
+    def write(self, block: np.ndarray) -> None:
+        x = np.asarray(block, dtype=np.float32).reshape(-1)
+        if not np.isfinite(x).all():
+            raise AudioError(self.path, "refusing to write non-finite samples (NaN or Inf)")
+        x = np.clip(x, -1.0, 1.0)
+        if self._sf is not None:
+            self._sf.write(x)
+        else:
+            assert self._raw is not None, "use AudioStreamWriter as a context manager"
+            if 2 * (self.samples + x.size) > WAV_MAX_BYTES:
+                raise AudioError(self.path, "a WAV file holds at most 4 GiB; write .flac instead")
+            self._raw.write(np.round(x * 32767.0).astype("<i2").tobytes())
+            if self.path != "-":  # the header counts what is there now
+                end = self._raw.tell()
+                self._raw.seek(0)
+                self._raw.write(_wav_header(self.sr, 2 * (self.samples + x.size)))
+                self._raw.seek(end)
+            self._raw.flush()
+        self.samples += x.size
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.__exit__(*exc)  # type: ignore[arg-type]
 
 
 def list_audio_files(root: str | os.PathLike) -> list[Path]:

@@ -62,7 +62,8 @@ from aimusic.codec.modules import SpectralDecoder
 from aimusic.dsp import equalize, log_envelope, prompt_eq
 from aimusic.fileio import write_json
 from aimusic.gen import load_chain
-from aimusic.gen.chain import continue_audio, sampling_for
+from aimusic.gen.chain import sampling_for
+from aimusic.gen.continuation import continue_audio
 from aimusic.lm.model import load_lm
 from aimusic.runtime import configure_threads
 from aimusic.voice.tts import PROMPT_EQ, READING_FILE, SPEAK_FINE, VOICE_MATCH, speak_text

@@ -4,8 +4,11 @@
 # codec), both corpora's train and val splits tokenized, the four LMs trained two at a time
 # (one thread each), then measured on the test splits beside the bundle they replace.
 #
-#   CODEC=models/music/codec.safetensors bash research/music_bundle.sh
+#   bash research/music_bundle.sh
 #
+# Without CODEC's file it first trains one: the `music` preset, CODEC_MINUTES on
+# CODEC_THREADS threads, from scratch or, with INIT=<a music codec> (the bundled one, say),
+# from that codec with its schedule carried on, so a later run continues an earlier one.
 # Steps are skipped when their output exists (delete it to redo one). Knobs: CODEC, OUT
 # (models/music-bundle), TOKENS (data/tokens-music), LM_MINUTES (coarse and acoustic;
 # semantic and fine get LM_MINUTES_SHORT), CLIPS (12).
@@ -19,7 +22,16 @@ TOKENS=${TOKENS:-data/tokens-music}
 LM_MINUTES=${LM_MINUTES:-25}
 LM_MINUTES_SHORT=${LM_MINUTES_SHORT:-20}
 CLIPS=${CLIPS:-12}
+CODEC_MINUTES=${CODEC_MINUTES:-50}
+CODEC_THREADS=${CODEC_THREADS:-1}
 mkdir -p "$OUT"
+
+# 0. the codec, on both corpora's train splits (validated on their val splits)
+if [ ! -f "$CODEC" ]; then
+  mkdir -p "$(dirname "$CODEC")"
+  AIMUSIC_THREADS=$CODEC_THREADS $A train-codec data/corpus/recorded data/corpus/rendered \
+    --minutes "$CODEC_MINUTES" ${INIT:+--init "$INIT"} -o "$CODEC" > "${CODEC%.safetensors}.out" 2>&1
+fi
 
 # 1. the codec in float16 (the LMs record the hash of the file that ships), the semantic
 #    model as bundled

@@ -22,6 +22,7 @@ from aimusic.codec.model import Codec, preset_tiny, save_codec
 from aimusic.errors import AimusicError
 from aimusic.fileio import file_hash
 from aimusic.gen import chain as G
+from aimusic.gen import continuation as C
 from aimusic.gen import stages as S
 from aimusic.gen.decode import Decoder
 from aimusic.lm import layouts as L
@@ -99,9 +100,9 @@ def test_sampling_settings() -> None:
 def test_equal_power_crossfade() -> None:
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal(48000), rng.standard_normal(48000)
-    x = G.crossfade(a, b)
+    x = C.crossfade(a, b)
     assert abs(x.std() - 1.0) < 0.02  # uncorrelated signals keep their power through the fade
-    fade_out = G.crossfade(np.ones(4), np.zeros(4))
+    fade_out = C.crossfade(np.ones(4), np.zeros(4))
     assert np.allclose(fade_out[[0, -1]], [np.cos(np.pi / 16), np.sin(np.pi / 16)])
 
 
@@ -118,7 +119,7 @@ def test_continue_end_to_end_exact_length_and_same_seed_same_audio(models: Path,
     assert np.array_equal(outs[0], outs[1])
     assert outs[0].size == original.size + round(2.01 * SR)
     # the original is kept up to the 20 ms crossfade before the join (16-bit rounding)
-    keep = original.size - int(G.XFADE_SECONDS * SR)
+    keep = original.size - int(C.XFADE_SECONDS * SR)
     assert np.abs(outs[0][:keep] - original[:keep]).max() < 1e-4
     assert np.abs(outs[0][original.size:]).max() > 0  # something was generated
 
@@ -477,3 +478,104 @@ def test_acoustic_layout_continues_without_the_semantic_stage(models: Path, prom
     save_lm(TokenLM(cfg), d / "lm-acoustic.safetensors", depends=dep)
     with pytest.raises(G.AimusicError, match="acoustic and fine LMs split the levels differently"):
         G.load_chain(d, "acoustic")
+
+
+def tone(seconds: float, hz: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.3 * np.sin(2 * np.pi * hz * t) + 0.1 * np.sin(2 * np.pi * 2 * hz * t)).astype(np.float32)
+
+
+@pytest.mark.parametrize("layout", ["flat", "delay", "acoustic"])
+def test_a_chunked_continuation_is_one_decode_of_its_codes_in_bounded_context(
+        models: Path, layout: str, monkeypatch) -> None:
+    """Chunks join without a seam: the audio a long request streams out equals one decode of
+    all the codes it made (a constructed tone as the prompt), while every chunk reads a
+    context no longer than the first LM's window and the decoder's buffer stays bounded."""
+    chain = G.load_chain(models, layout)
+    calls: list[tuple[int, torch.Tensor]] = []
+    sample = C.sample_tokens
+
+    def recording(chain_, sem, codes, n, *a, **k):
+        out = sample(chain_, sem, codes, n, *a, **k)
+        calls.append((sem.numel(), out[1]))
+        return out
+
+    monkeypatch.setattr(C, "sample_tokens", recording)
+    buffers: list[int] = []
+    push = C.Renderer.push
+
+    def measured(self, new, last=False):
+        y = push(self, new, last)
+        buffers.append(self.codes.shape[1])
+        return y
+
+    monkeypatch.setattr(C.Renderer, "push", measured)
+    prompt = tone(1.3)
+    lines: list[str] = []
+    c = C.Continuation(chain, prompt, 4.0, seed=5, chunk_seconds=0.6, continuation_only=True,
+                       report=lines.append)
+    y = np.concatenate(list(c.blocks()))
+    assert y.size == round(4.0 * SR) and c.n_chunks == 7 and len(lines) == 7
+    assert "chunk 7/7" in lines[-1] and "real time" in lines[-1]
+    assert max(n for n, _ in calls) <= chain.max_prompt_tokens()
+    codes = torch.cat([c.codes, *[k for _, k in calls]], 1)
+    whole = G.decode_codes(chain, codes)
+    P = c.codes.shape[1] * chain.codec.cfg.hop
+    assert np.abs(y - whole[P:P + y.size]).max() < 1e-5
+    frames = chain.frames_per_token * c.per_chunk
+    assert max(buffers) <= frames + 2 * S_context(chain)
+    # the same seed gives the same chunks; a request in one chunk is made as before chunks
+    again = C.continue_audio(chain, prompt, 4.0, seed=5, chunk_seconds=0.6, continuation_only=True)
+    assert np.array_equal(again["audio"], y)
+    one = C.continue_audio(chain, prompt, c.per_chunk * chain.token_samples / SR, seed=5,
+                           continuation_only=True)["audio"]
+    held = S_context(chain) * chain.codec.cfg.hop  # decoded before the next chunk existed
+    assert np.abs(one[:-held] - y[:one.size - held]).max() < 1e-5
+
+
+def S_context(chain) -> int:
+    from aimusic.codec.stream import context_frames
+
+    return context_frames(chain.codec)
+
+
+def test_a_long_continuation_streams_to_a_wav_that_plays_while_it_is_written(
+        models: Path, prompt: Path, tmp_path: Path) -> None:
+    from aimusic.audio import AudioStreamWriter
+
+    o = tmp_path / "growing.wav"
+    with AudioStreamWriter(o, SR) as w:
+        for k in range(3):
+            w.write(np.full(1000, 0.1 * (k + 1), np.float32))
+            assert sf.info(str(o)).frames == 1000 * (k + 1)  # a valid file at every moment
+    y, sr = sf.read(str(o), dtype="float32")
+    assert sr == SR and np.allclose(y[2500], 0.3, atol=1e-4)
+    with AudioStreamWriter(tmp_path / "x.flac", SR) as w:  # other formats: renamed at the end
+        w.write(np.zeros(100, np.float32))
+        assert not (tmp_path / "x.flac").exists()
+    assert sf.info(str(tmp_path / "x.flac")).frames == 100
+
+    # through the CLI: chunks of 20 s, a progress line per chunk without a terminal
+    long = tmp_path / "long.wav"
+    r = runner.invoke(app, ["--seed", "2", "continue", str(prompt), "-s", "41", "-o", str(long),
+                            "--models", str(models), "--continuation-only"])
+    assert r.exit_code == 0, r.output
+    assert "41 s to make in 3 chunks of 20 s" in r.output and "chunk 3/3" in r.output
+    assert sf.info(str(long)).frames == 41 * SR
+    # standard output: a WAV header saying "length unknown", then the samples
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "aimusic", "-q", "--seed", "2", "continue", str(prompt),
+                        "-s", "0.5", "-o", "-", "--models", str(models), "--continuation-only"],
+                       capture_output=True, check=True)
+    assert p.stdout[:4] == b"RIFF" and p.stdout[4:8] == b"\xff\xff\xff\xff"
+    assert len(p.stdout) == 44 + 2 * round(0.5 * SR)
+
+
+def test_an_output_too_long_for_its_format_is_refused_before_any_work(models: Path, prompt: Path,
+                                                                       tmp_path: Path) -> None:
+    msg = fail("continue", str(prompt), "-s", "100000", "-o", str(tmp_path / "huge.wav"),
+               "--models", str(models))
+    assert "huge.wav" in msg and "write .flac" in msg, msg
+    assert not (tmp_path / "huge.wav").exists()

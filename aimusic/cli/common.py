@@ -223,11 +223,18 @@ def load_chain_for(models: Path | None, layout: str | None, codec: Path | None,
     return load_chain(models_in(models, bundle), layout, resolve_device(), codec, semantic)
 
 
+def say(line: str) -> None:
+    """A progress line on stderr, a terminal or not (rich's bars show only on a terminal)."""
+    console.print(line, highlight=False, soft_wrap=True)
+
+
 def print_generated(r: dict[str, Any], src: str) -> None:
     from aimusic.gen import format_timings
 
-    stdout.print(f"{src}{r['out']}  ({r['audio'].size / r['sample_rate']:.2f} s, seed {r['seed']})",
-                 highlight=False, soft_wrap=True)
+    seconds = r["output_seconds"] if "output_seconds" in r else r["audio"].size / r["sample_rate"]
+    to = console if str(r["out"]) == "-" else stdout  # the audio itself is on stdout
+    to.print(f"{src}{r['out']}  ({seconds:.2f} s, seed {r['seed']})", highlight=False,
+             soft_wrap=True)
     if settings.verbose:
         console.print(format_timings(r), highlight=False, soft_wrap=True)
 

@@ -33,6 +33,7 @@ from aimusic.cli.common import (
     print_generated,
     print_kv,
     print_lm_result,
+    say,
     semantic_path,
     train_configs,
 )
@@ -361,8 +362,10 @@ def continue_cmd(
     inputs: Annotated[list[Path], typer.Argument(help="Prompt audio files (wav, flac, ogg, mp3).")],
     seconds: Annotated[float, typer.Option("--seconds", "-s", help="Seconds to add to each file.")],
     out: Annotated[
-        Optional[Path], typer.Option("-o", "--out", help="Output wav (one input only; default "
-                                                         "IN.continued.wav beside each input).")
+        Optional[Path], typer.Option("-o", "--out", help="Output file (one input only; default "
+                                                         "IN.continued.wav beside each input; "
+                                                         "- for a WAV on standard output). A "
+                                                         "WAV plays while it is written.")
     ] = None,
     prompt_seconds: Annotated[
         Optional[float], typer.Option(help="Use the last this many seconds as the prompt "
@@ -401,13 +404,15 @@ def continue_cmd(
     ] = False,
 ) -> None:
     """Continue music (or speech, with speech models): the semantic, coarse and fine LMs
-    extend each file by --seconds."""
+    extend each file by --seconds, in chunks of 20 s written as they are made (any length,
+    in the memory of one chunk)."""
     from aimusic.gen import continue_file, sampling_for
 
     with handle_errors():
         if out is not None and len(inputs) > 1:
             raise AimusicError("-o names one output; with several inputs, outputs go beside each")
-        targets = [check_writable(out or path.with_name(path.stem + ".continued.wav"))
+        targets = [Path("-") if str(out) == "-" else
+                   check_writable(out or path.with_name(path.stem + ".continued.wav"))
                    for path in inputs]
         chain = load_chain_for(models, layout, codec, semantic)
         sampling = sampling_for(chain.stages, temperature, top_k, top_p)
@@ -416,7 +421,7 @@ def continue_cmd(
                               continuation_only=continuation_only, sampling=sampling,
                               seed=seed if seed is not None else settings.seed, use_cache=cache,
                               progress=not settings.quiet, voice_match=voice_match, fine=fine,
-                              eq=eq)
+                              eq=eq, report=None if settings.quiet else say)
             print_generated(r, f"{path} -> ")
 
 

@@ -1,4 +1,5 @@
-"""Music from the chain of models: ``aimusic continue`` and ``aimusic generate``.
+"""The chain of models: loading them (``load_chain``) and sampling tokens stage by stage
+(``sample_tokens``); ``continuation`` turns audio into tokens and back.
 
 AudioLM's recipe, stage by stage, each stage KV-cached decoding (``decode.Decoder``):
 
@@ -19,16 +20,6 @@ for (``--layout acoustic``).
 
 The stages and their windows are in ``stages``; with two or more cores they run side by
 side in threads (``stages.run_stages``), the same tokens as in turn.
-
-Joining. The new frames are decoded after the prompt's last frames (enough for the
-decoder's receptive field), so the decoder sees across the join. The output is the
-original audio up to the join and the decoded continuation after it, with a 20 ms
-equal-power crossfade just before the join from the original into the codec's rendering
-of the prompt (equal-power, not linear: a codec at 6 kbps keeps the spectrum, not the
-phase, so the two are uncorrelated and a linear fade would dip by 3 dB).
-
-Lengths are exact: ``ceil(samples / semantic hop)`` semantic tokens are generated, three
-frames each, and the decoded audio is cut to ``round(seconds * sample_rate)`` samples.
 """
 
 from __future__ import annotations
@@ -53,7 +44,6 @@ from aimusic.gen.decode import Decoder
 from aimusic.gen.stages import Sampling, Tick, fine_windows, history, plan_chunks
 from aimusic.lm import layouts as L
 
-XFADE_SECONDS = 0.02
 MIN_PROMPT_SECONDS = 0.5
 SILENCE_DB = -60.0
 LAYOUT_STAGES = {"flat": ("semantic", "coarse", "fine"), "delay": ("semantic", "delay"),
@@ -502,110 +492,3 @@ def decode_new(chain: Chain, prompt_codes: torch.Tensor, new_codes: torch.Tensor
     new_codes = match_voice(chain.codec, prompt_codes, new_codes, voice_match)
     eq = None if prompt is None else codec_eq(chain, prompt, prompt_codes)
     return decode_after(chain, prompt_codes, new_codes, lead_samples, eq)
-
-
-def crossfade(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Equal-power fade from a to b (same length): cos / sin gains, power kept constant."""
-    n = a.size
-    t = (np.arange(n, dtype=np.float64) + 0.5) / max(n, 1) * (np.pi / 2)
-    return (a * np.cos(t) + b * np.sin(t)).astype(np.float32)
-
-
-def continue_audio(chain: Chain, audio: np.ndarray, seconds: float, *,
-                   prompt_seconds: float | None = None, continuation_only: bool = False,
-                   sampling: dict[str, Sampling] | None = None, seed: int | None = None,
-                   use_cache: bool = True, progress: bool = False, threads: bool | None = None,
-                   name: str = "<prompt>", voice_match: int = 0,
-                   fine: bool = True, eq: bool = False) -> dict[str, Any]:
-    """Continue ``audio`` (mono float32 at the codec's rate) by ``seconds``; ``voice_match``
-    > 0 re-expresses the new frames in the prompt's (``match_voice``: for speech); ``eq``
-    equalizes them to undo how the codec colours the prompt (``codec_eq``: for speech);
-    ``fine=False`` decodes the coarse levels alone (``sample_tokens``).
-
-    Returns ``audio`` (the original with the continuation joined, or the continuation
-    alone), ``sample_rate``, ``seed``, and timings: ``stages`` (seconds and tokens),
-    ``encode``, ``decode``, ``total`` seconds and ``x_realtime`` (generated seconds per
-    second of wall time).
-    """
-    t0 = time.perf_counter()
-    sr, hop = chain.sample_rate, chain.token_samples
-    n_samples = _n_samples(seconds, sr)
-    limit = chain.max_prompt_tokens()
-    if prompt_seconds is not None:
-        if not prompt_seconds >= MIN_PROMPT_SECONDS:
-            raise AimusicError(f"--prompt-seconds must be at least {MIN_PROMPT_SECONDS:g}")
-        limit = min(limit, int(prompt_seconds * sr) // hop)
-    sem, codes = encode_prompt(chain, audio, limit, name)
-    t_enc = time.perf_counter() - t0
-    seed = fresh_seed(seed)
-    n = math.ceil(n_samples / hop)
-    _, new_codes, stats = sample_tokens(chain, sem, codes, n, sampling or sampling_for(chain.stages),
-                                        seed, use_cache, StageProgress(progress), threads,
-                                        fine=fine)
-    t1 = time.perf_counter()
-    xfade = 0 if continuation_only else min(audio.size, int(XFADE_SECONDS * sr))
-    before, after = decode_new(chain, codes, new_codes, xfade, voice_match, audio if eq else None)
-    after = after[:n_samples]
-    if continuation_only:
-        out = after
-    else:
-        x = before.size
-        out = np.concatenate([audio[:audio.size - x], crossfade(audio[audio.size - x:], before), after])
-    t_dec = time.perf_counter() - t1
-    return _result(out, sr, seed, seconds, stats, t_enc, t_dec, time.perf_counter() - t0,
-                   prompt_seconds=sem.shape[0] * hop / sr)
-
-
-def generate_audio(chain: Chain, seconds: float, *, sampling: dict[str, Sampling] | None = None,
-                   seed: int | None = None, use_cache: bool = True, progress: bool = False,
-                   threads: bool | None = None, label: str = "") -> dict[str, Any]:
-    """An unconditional sample of ``seconds``; returns what ``continue_audio`` returns."""
-    t0 = time.perf_counter()
-    sr = chain.sample_rate
-    n_samples = _n_samples(seconds, sr)
-    seed = fresh_seed(seed)
-    K = chain.codec.cfg.levels
-    _, codes, stats = sample_tokens(chain, torch.zeros(0, dtype=torch.long),
-                                    torch.zeros(K, 0, dtype=torch.long),
-                                    math.ceil(n_samples / chain.token_samples),
-                                    sampling or sampling_for(chain.stages), seed, use_cache,
-                                    StageProgress(progress, label), threads)
-    t1 = time.perf_counter()
-    out = decode_codes(chain, codes)[:n_samples]
-    t_dec = time.perf_counter() - t1
-    return _result(out, sr, seed, seconds, stats, 0.0, t_dec, time.perf_counter() - t0)
-
-
-def _n_samples(seconds: float, sr: int) -> int:
-    if not math.isfinite(seconds) or int(round(seconds * sr)) < 1:
-        raise AimusicError(f"--seconds must be a positive number of seconds, got {seconds:g}")
-    return int(round(seconds * sr))
-
-
-def _result(out: np.ndarray, sr: int, seed: int, seconds: float, stats: dict, t_enc: float,
-            t_dec: float, total: float, **extra: Any) -> dict[str, Any]:
-    return {"audio": out, "sample_rate": sr, "seed": seed, "seconds": seconds, "stages": stats,
-            "encode": t_enc, "decode": t_dec, "total": total, "x_realtime": seconds / total,
-            **extra}
-
-
-def continue_file(chain: Chain, path: str | Path, out: str | Path, seconds: float,
-                  **kw: Any) -> dict[str, Any]:
-    """Read ``path``, continue it (``continue_audio``'s options), write ``out`` atomically."""
-    from aimusic.audio import load_audio, save_audio
-
-    audio = load_audio(path, chain.sample_rate)
-    r = continue_audio(chain, audio, seconds, name=str(path), **kw)
-    save_audio(out, r["audio"], r["sample_rate"])
-    return {**r, "out": Path(out), "input_seconds": audio.size / chain.sample_rate}
-
-
-def format_timings(r: dict[str, Any]) -> str:
-    """One line: seconds and tokens per stage, the total and x real time."""
-    parts = [f"encode {r['encode']:.2f} s"] if r.get("encode") else []
-    for s, v in r["stages"].items():
-        waited = f", {v['waited']:.2f} s waiting" if v.get("waited", 0) >= 0.01 else ""
-        parts.append(f"{s} {v['seconds']:.2f} s ({v['tokens']:,} tokens{waited})")
-    parts.append(f"decode {r['decode']:.2f} s")
-    return (", ".join(parts) + f"; total {r['total']:.2f} s for {r['seconds']:g} s "
-            f"({r['x_realtime']:.2f}x real time)")

@@ -184,7 +184,7 @@ def evaluate_continuation(files: Sequence[Path], out_dir: str | Path, chains: di
     from aimusic.audio import save_audio
     from aimusic.codec.stream import roundtrip
     from aimusic.fileio import write_json
-    from aimusic.gen.chain import continue_audio
+    from aimusic.gen.continuation import continue_audio
     from aimusic.report import spectrogram_png
     from aimusic.runtime import console
 
