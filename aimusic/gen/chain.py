@@ -43,6 +43,7 @@ from aimusic.gen import stages as S
 from aimusic.gen.decode import Decoder
 from aimusic.gen.stages import Sampling, Tick, fine_windows, history, plan_chunks
 from aimusic.lm import layouts as L
+from aimusic.progress import Bars
 
 MIN_PROMPT_SECONDS = 0.5
 SILENCE_DB = -60.0
@@ -216,32 +217,6 @@ def load_chain(models_dir: str | Path, layout: str | None = None, device: torch.
 # -- the chain -------------------------------------------------------------------------
 
 
-class StageProgress:
-    """One rich bar per stage, in tokens; nothing when disabled."""
-
-    def __init__(self, enabled: bool, label: str = "") -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        from aimusic.runtime import console
-
-        self.label = label
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("tokens"), TimeElapsedColumn(), console=console,
-                                 disable=not enabled)
-
-    def __enter__(self) -> StageProgress:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)  # type: ignore[arg-type]
-
-    def bar(self, name: str, total: int) -> Tick:
-        """A bar for a stage; the function advances it."""
-        task = self.progress.add_task(f"{self.label}{name}", total=total)
-        return lambda k: self.progress.advance(task, k)
-
-
 def stage_tokens(chain: Chain, prompt_tokens: int, n: int) -> dict[str, int]:
     """Tokens each stage samples for n semantic tokens after a prompt of ``prompt_tokens``
     (fine: with the dropped overlap; delay: every stream of every step; acoustic: the coarse
@@ -266,7 +241,7 @@ def stage_seed(seed: int, stage: str) -> int:
 
 def sample_tokens(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: int,
                   sampling: dict[str, Sampling], seed: int = 0, use_cache: bool = True,
-                  progress: StageProgress | None = None, threads: bool | None = None,
+                  progress: Bars | None = None, threads: bool | None = None,
                   given: torch.Tensor | None = None, fine: bool = True,
                   ) -> tuple[torch.Tensor, torch.Tensor, dict[str, dict[str, float]]]:
     """Prompt semantic [P] and codes [K, fpt * P] (P may be 0) -> n new semantic tokens,
@@ -281,7 +256,7 @@ def sample_tokens(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: 
     fpt, P, K = chain.frames_per_token, semantic.shape[0], chain.codec.cfg.levels
     if codes.shape[1] != fpt * P:
         raise ValueError(f"{codes.shape[1]} prompt frames for {P} semantic tokens")
-    progress = progress or StageProgress(False)
+    progress = progress or Bars(False)
     if given is not None and (given.shape != (n,) or "semantic" not in chain.stages):
         raise ValueError(f"given semantic tokens {list(given.shape)} for {n} new tokens "
                          f"in the {chain.layout} layout")
@@ -352,7 +327,7 @@ def sample_tokens(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: 
     try:
         with progress:
             bars = {s: progress.bar(s, totals[s]) for s in stages}
-            results = S.run_stages(jobs, threads, lambda s: bars[s])
+            results = S.run_stages(jobs, threads, lambda s: bars[s].advance)
     finally:
         torch.set_num_threads(before)
     new_sem = results.get("semantic", torch.zeros(0, dtype=torch.long)) if given is None else given

@@ -45,7 +45,6 @@ from aimusic.errors import AimusicError
 from aimusic.gen.chain import (
     MIN_PROMPT_SECONDS,
     Chain,
-    StageProgress,
     codec_eq,
     decode_codes,
     encode_prompt,
@@ -56,6 +55,7 @@ from aimusic.gen.chain import (
     stage_seed,
 )
 from aimusic.gen.stages import Sampling
+from aimusic.progress import Bars
 
 XFADE_SECONDS = 0.02
 CHUNK_SECONDS = 20.0
@@ -176,7 +176,7 @@ class Continuation:
             label = f"{i + 1}/{self.n_chunks} " if self.n_chunks > 1 else ""
             new_sem, new_codes, stats = sample_tokens(
                 chain, sem, codes, n, self.sampling, seed, self.use_cache,
-                StageProgress(self.progress, label), self.threads, fine=self.fine)
+                Bars(self.progress, label=label, unit="tokens"), self.threads, fine=self.fine)
             self._add_stats(stats)
             t = time.perf_counter()
             y = renderer.push(match_voice(chain.codec, prompt_codes, new_codes, self.voice_match),
@@ -306,7 +306,7 @@ def generate_audio(chain: Chain, seconds: float, *, sampling: dict[str, Sampling
                                     torch.zeros(K, 0, dtype=torch.long),
                                     math.ceil(n / chain.token_samples),
                                     sampling or sampling_for(chain.stages), seed, use_cache,
-                                    StageProgress(progress, label), threads)
+                                    Bars(progress, label=label, unit="tokens"), threads)
     t1 = time.perf_counter()
     out = decode_codes(chain, codes)[:n]
     t_dec = time.perf_counter() - t1

@@ -178,15 +178,13 @@ def evaluate_continuation(files: Sequence[Path], out_dir: str | Path, chains: di
     """Run the evaluation and write the report; returns what ``metrics.json`` holds.
     ``eq``: continuations equalized as `continue --prompt-eq` does (``codec_eq``);
     ``notes``: the note judge's figures beside the coherence."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from aimusic import __version__
     from aimusic.audio import save_audio
     from aimusic.codec.stream import roundtrip
     from aimusic.fileio import write_json
     from aimusic.gen.continuation import continue_audio
+    from aimusic.progress import Bars
     from aimusic.report import spectrogram_png
-    from aimusic.runtime import console
 
     if not prompt_seconds > 0 or not seconds > 0:
         raise AimusicError("--prompt-seconds and --seconds must be positive")
@@ -204,10 +202,8 @@ def evaluate_continuation(files: Sequence[Path], out_dir: str | Path, chains: di
     codec_chain = next(iter(chains.values()), None)
     per_clip: list[dict[str, Any]] = []
     timings: dict[str, float] = {name: 0.0 for name in chains}
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=console, disable=not progress)
-    with bar:
-        task = bar.add_task("continuing clips", total=len(items))
+    with Bars(progress, lines_every=60.0, eta=True) as bars:
+        bar = bars.bar("continuing clips", len(items))
         for i, clip in enumerate(items):
             fp = C.features(clip.prompt, sr)
             agree = reference_agreements(fp, feats_truth, i)
@@ -253,7 +249,7 @@ def evaluate_continuation(files: Sequence[Path], out_dir: str | Path, chains: di
             per_clip.append({"name": clip.name, "source": clip.source, "start": round(clip.start, 3),
                              "agreement": agree, "files": files_out,
                              **({"notes": judged} if notes else {})})
-            bar.advance(task)
+            bar.advance()
     rows = list(per_clip[0]["agreement"])
     truth = [c["agreement"]["truth"] for c in per_clip]
     floor = [c["agreement"]["floor"] for c in per_clip]

@@ -41,6 +41,7 @@ import torch
 from aimusic.audio import AUDIO_EXTENSIONS, list_audio_files, load_audio
 from aimusic.errors import AimusicError, ArtifactError, AudioError
 from aimusic.fileio import write_json, writer_lock
+from aimusic.progress import Bars
 from aimusic.tokens.shards import (
     MANIFEST,
     FileTokens,
@@ -381,43 +382,6 @@ class TokenizeResult:
         return self.new_seconds / max(self.wall_seconds, 1e-9)
 
 
-class _Bar:
-    """A files bar with audio hours and speed; silent without a terminal or with -q."""
-
-    def __init__(self, total: int, done: int, enabled: bool) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        from aimusic.runtime import console, settings
-
-        self.t0, self.seconds = time.perf_counter(), 0.0
-        self.progress = Progress(
-            TextColumn("[bold]tokenize[/]"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[audio]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=console, disable=not (enabled and console.is_terminal and not settings.quiet),
-            auto_refresh=False)  # no refresh thread: worker processes are forked from this one
-        self.task = self.progress.add_task("tokenize", total=total, completed=done, audio="")
-
-    def __enter__(self) -> _Bar:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)  # type: ignore[arg-type]
-
-    def advance(self, seconds: float) -> None:
-        self.seconds += seconds
-        speed = self.seconds / max(1e-9, time.perf_counter() - self.t0)
-        self.progress.update(self.task, advance=1, refresh=True,
-                             audio=f"{self.seconds / 3600:.2f} h audio  {speed:.1f}x real time")
-
-
 def tokenize(
     audio_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -466,12 +430,16 @@ def tokenize(
         n_workers = workers if workers is not None else default_workers(len(tasks), device)
         n_files = sum(len(plan[k]) for k in mine)
         new_seconds = 0.0
-        with _Bar(n_files, n_files - len(tasks), progress) as bar:
+        t0 = time.perf_counter()
+        # no refresh thread: worker processes are forked from this one
+        with Bars(progress, lines_every=30.0, eta=True, auto_refresh=False) as bars:
+            bar = bars.bar("tokenize", n_files, n_files - len(tasks))
             for (k, j), r in run_files(tasks, n_workers, Job(codec, semantic, spec, device)):
                 results[k][j] = r
                 seconds = 0.0 if isinstance(r, str) else r.num_samples / spec.sample_rate
                 new_seconds += seconds
-                bar.advance(seconds)
+                speed = new_seconds / max(1e-9, time.perf_counter() - t0)
+                bar.advance(1, f"{new_seconds / 3600:.2f} h audio  {speed:.1f}x real time")
                 left[k] -= 1
                 if left[k] == 0:
                     records[k] = write_shard(out / shard_name(k), k, plan[k], results.pop(k), spec)

@@ -408,7 +408,6 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
     semantic LM). Returns what ``continue_audio`` returns, with
     the ``phonemes`` and the number of semantic tokens read."""
     from aimusic.gen.chain import (
-        StageProgress,
         decode_new,
         encode_prompt,
         fresh_seed,
@@ -416,6 +415,7 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
         sampling_for,
         stage_seed,
     )
+    from aimusic.progress import Bars
     from aimusic.text import phonemes as ph
 
     if chain.layout != "flat":
@@ -446,7 +446,7 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
                            "try another --seed")
     _, new_codes, stats = sample_tokens(chain, sem, codes, read.numel(),
                                         sampling, seed,
-                                        progress=StageProgress(progress), given=read, fine=fine)
+                                        progress=Bars(progress, unit="tokens"), given=read, fine=fine)
     t2 = time.perf_counter()
     # no voice: no prompt frames, nothing to match or equalize to
     _, audio = decode_new(chain, codes, new_codes, 0, voice_match, voice if eq else None)
