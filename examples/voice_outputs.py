@@ -248,13 +248,14 @@ def render_semantic(chain, prompt: np.ndarray, source: np.ndarray, seed: int,
                     voice_match: int, fine: bool, eq: bool, sampling: dict) -> np.ndarray:
     """``source``'s own semantic tokens rendered by the coarse and fine LMs after
     ``prompt`` (as `speak` renders the reading LM's): what is said is right by construction."""
-    from aimusic.gen.chain import decode_new, encode_prompt, sample_tokens
+    from aimusic.gen.chain import encode_prompt, sample_tokens
+    from aimusic.gen.continuation import render
 
     sem, codes = encode_prompt(chain, prompt, prompt.size // chain.token_samples)
     real = torch.from_numpy(chain.semantic.tokens(np.ascontiguousarray(source))).long()
     _, new, _ = sample_tokens(chain, sem, codes, real.numel(), sampling,
                               seed=seed, given=real, fine=fine)
-    _, y = decode_new(chain, codes, new, 0, voice_match, prompt if eq else None)
+    y = render(chain, codes, new, voice_match, prompt if eq else None)
     return y[:source.size]
 
 

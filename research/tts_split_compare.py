@@ -394,14 +394,15 @@ def speak_single(model: TokenLM, chain, voice: np.ndarray, voice_phonemes: list[
     ``voice_phonemes``, VALL-E's prompt, or none), as many frames as the voice's pace gives
     them (the single stage has no END; with no transcript, ``frames_per_phoneme``). Codec
     levels 1-3, decoded as `speak` decodes them."""
-    from aimusic.gen.chain import decode_new, encode_prompt
+    from aimusic.gen.chain import encode_prompt
+    from aimusic.gen.continuation import render
 
     _, codes = encode_prompt(chain, voice, 10**6)
     pace = codes.shape[1] / len(voice_phonemes) if voice_phonemes else frames_per_phoneme
     fb = max(1, round(len(phonemes) * pace))
     new = continue_codes(model, codes, voice_phonemes, phonemes, fb,
                          torch.Generator().manual_seed(seed))
-    _, audio = decode_new(chain, codes, new, 0, voice_match)
+    audio = render(chain, codes, new, voice_match)
     return audio
 
 

@@ -256,7 +256,7 @@ def eval_continuation_cmd(
     from aimusic.audio import list_audio_files
     from aimusic.gen.chain import LAYOUT_STAGES
     from aimusic.gen.evaluate import evaluate_continuation, summary_rows
-    from aimusic.lm.train import lm_path
+    from aimusic.lm.model import lm_path
 
     with handle_errors():
         check_writable(out, folder=True)

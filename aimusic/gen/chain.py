@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from aimusic.dsp import EQ_SECONDS, PromptEQ, equalize, prompt_eq
+from aimusic.dsp import EQ_SECONDS, PromptEQ, prompt_eq
 from aimusic.errors import AimusicError, ArtifactError
 from aimusic.gen import stages as S
 from aimusic.gen.decode import Decoder
@@ -141,7 +140,7 @@ class Chain:
 def choose_layout(models_dir: str | Path, layout: str | None) -> str:
     """``flat`` unless asked for another, or only the delay LM is there (``acoustic`` is only
     used when asked for)."""
-    from aimusic.lm.train import lm_path
+    from aimusic.lm.model import lm_path
 
     if layout is not None:
         if layout not in LAYOUT_STAGES:
@@ -167,8 +166,7 @@ def load_chain(models_dir: str | Path, layout: str | None = None, device: torch.
     trained on tokens of another codec or semantic model are refused."""
     from aimusic.codec.model import load_codec
     from aimusic.codec.stream import codec_hash
-    from aimusic.lm.model import load_lm
-    from aimusic.lm.train import lm_path
+    from aimusic.lm.model import lm_path, load_lm
     from aimusic.semantic.model import load_semantic
 
     models_dir = Path(models_dir)
@@ -410,24 +408,6 @@ def match_voice(codec: Any, prompt_codes: torch.Tensor, new_codes: torch.Tensor,
     return q.encode(mean[None], new_codes.shape[0])[0].to(new_codes)
 
 
-def decode_after(chain: Chain, prompt_codes: torch.Tensor, new_codes: torch.Tensor,
-                 lead_samples: int, eq: PromptEQ | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Decode the new frames after the prompt's last frames: the rendering of the prompt's
-    last ``lead_samples`` samples, and of the new frames; ``eq`` (``codec_eq``) equalizes
-    them as one signal."""
-    from aimusic.codec.stream import context_frames
-
-    hop = chain.codec.cfg.hop
-    lead = min(prompt_codes.shape[1], math.ceil(lead_samples / hop))
-    ctx = min(prompt_codes.shape[1] - lead, context_frames(chain.codec))
-    first = prompt_codes.shape[1] - lead - ctx
-    y = decode_codes(chain, torch.cat([prompt_codes[:, first:], new_codes], 1))
-    if eq is not None:
-        y = equalize(y, eq)
-    join = (ctx + lead) * hop
-    return y[join - min(lead_samples, lead * hop):join], y[join:]
-
-
 def codec_eq(chain: Chain, prompt: np.ndarray, prompt_codes: torch.Tensor) -> PromptEQ | None:
     """``dsp.prompt_eq``'s corrections from the recorded ``prompt`` and the codec's rendering
     of it at ``prompt_codes``' levels: how the codec colours this voice, sound by sound, to
@@ -455,15 +435,3 @@ def codec_eq(chain: Chain, prompt: np.ndarray, prompt_codes: torch.Tensor) -> Pr
     chain.eq_cache.clear()  # the last voice only
     chain.eq_cache[key] = eq
     return eq
-
-
-def decode_new(chain: Chain, prompt_codes: torch.Tensor, new_codes: torch.Tensor,
-               lead_samples: int = 0, voice_match: int = 0,
-               prompt: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``decode_after`` for the levels the stages made (all, or the coarse ones without the
-    fine stage), the new frames first matched to the prompt's voice (``match_voice``); with
-    the recorded ``prompt``, equalized to undo how the codec colours it (``codec_eq``)."""
-    prompt_codes = prompt_codes[:new_codes.shape[0]]
-    new_codes = match_voice(chain.codec, prompt_codes, new_codes, voice_match)
-    eq = None if prompt is None else codec_eq(chain, prompt, prompt_codes)
-    return decode_after(chain, prompt_codes, new_codes, lead_samples, eq)

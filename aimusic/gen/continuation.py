@@ -101,6 +101,19 @@ class Renderer:
         return out
 
 
+def render(chain: Chain, prompt_codes: torch.Tensor, new_codes: torch.Tensor,
+           voice_match: int = 0, prompt: np.ndarray | None = None) -> np.ndarray:
+    """The audio of ``new_codes`` [L, F] decoded after ``prompt_codes`` (their first L
+    levels: all, or the coarse ones without the fine stage), the prompt's frames as the
+    decoder's context: ``F * hop`` samples. ``voice_match`` > 0 first re-expresses the new
+    frames in the prompt's (``chain.match_voice``); with the recorded ``prompt``, the audio
+    is equalized to undo how the codec colours it (``chain.codec_eq``)."""
+    pc = prompt_codes[:new_codes.shape[0]]
+    eq = None if prompt is None else codec_eq(chain, prompt, pc)
+    renderer = Renderer(chain, pc, pc.shape[1] * chain.codec.cfg.hop, eq)
+    return renderer.push(match_voice(chain.codec, pc, new_codes, voice_match), last=True)
+
+
 class Continuation:
     """``audio`` (mono float32 at the codec's rate) continued by ``seconds``, made chunk by
     chunk: ``blocks()`` yields the output (the original first, unless

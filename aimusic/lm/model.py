@@ -430,6 +430,11 @@ def pick_streams(model: TokenLM, logits: torch.Tensor, ranges: Sequence[Range] |
 # -- files -----------------------------------------------------------------------------
 
 
+def lm_path(models_dir: str | os.PathLike, stage: str) -> Path:
+    """Where a models folder keeps a stage's LM: ``lm-STAGE.safetensors``."""
+    return Path(models_dir) / f"lm-{stage}.safetensors"
+
+
 def save_lm(model: TokenLM, path: str | os.PathLike, depends: dict[str, str] | None = None,
             extra: dict | None = None) -> Path:
     """Write an ``aimusic.lm/1`` file; ``depends`` names the codec / semantic / token hashes."""

@@ -43,7 +43,7 @@ from aimusic.distributed import DistInfo, process_group
 from aimusic.errors import AimusicError, ArtifactError, ConfigError
 from aimusic.lm import layouts as L
 from aimusic.lm.baselines import BaselineScore, StreamCounts
-from aimusic.lm.model import LMConfig, TokenLM, next_token_loss, save_lm
+from aimusic.lm.model import LMConfig, TokenLM, lm_path, next_token_loss, save_lm
 from aimusic.progress import TrainProgress
 from aimusic.runtime import fast_bf16
 from aimusic.tokens.reader import TokenDataset
@@ -82,10 +82,6 @@ TRAIN_PRESETS = {
     "base": lambda: LMTrainConfig(steps=50_000, batch_size=32, lr=3e-4, warmup=1000,
                                   val_every=1000, val_windows=128),
 }
-
-
-def lm_path(models_dir: str | Path, stage: str) -> Path:
-    return Path(models_dir) / f"lm-{stage}.safetensors"
 
 
 def stages_for(stage: str, layout: str) -> list[str]:

@@ -408,13 +408,13 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
     semantic LM). Returns what ``continue_audio`` returns, with
     the ``phonemes`` and the number of semantic tokens read."""
     from aimusic.gen.chain import (
-        decode_new,
         encode_prompt,
         fresh_seed,
         sample_tokens,
         sampling_for,
         stage_seed,
     )
+    from aimusic.gen.continuation import render
     from aimusic.progress import Bars
     from aimusic.text import phonemes as ph
 
@@ -449,7 +449,7 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
                                         progress=Bars(progress, unit="tokens"), given=read, fine=fine)
     t2 = time.perf_counter()
     # no voice: no prompt frames, nothing to match or equalize to
-    _, audio = decode_new(chain, codes, new_codes, 0, voice_match, voice if eq else None)
+    audio = render(chain, codes, new_codes, voice_match, voice if eq else None)
     seconds = read.numel() * hop / sr
     audio = audio[:int(round(seconds * sr))]
     t_dec = time.perf_counter() - t2
