@@ -199,8 +199,9 @@ GenSeedOpt = Annotated[
 
 
 CacheOpt = Annotated[
-    bool, typer.Option("--cache/--no-cache", help="KV-cached decoding; --no-cache recomputes every "
-                                                  "step (same tokens, for comparison; slow).")
+    bool, typer.Option("--cache/--no-cache", hidden=True,  # for comparisons, not for users
+                       help="KV-cached decoding; --no-cache recomputes every step (same tokens, "
+                            "for comparison; slow).")
 ]
 
 
