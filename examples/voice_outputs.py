@@ -37,7 +37,7 @@ magnitudes in that band only, and ``--envelope`` its spectral envelope only (no 
 where in the spectrum the words and the voice are lost.
 
 ``--prompt-eq`` equalizes every output to undo how the codec colours its prompt's voice
-(``gen.chain.codec_eq``: the prompt against the codec's rendering of it); it is the default
+(``voice.prompt.codec_eq``: the prompt against the codec's rendering of it); it is the default
 for continuations and `speak` outputs, as `speak`'s, and off for round trips unless asked
 for. In a round trip the prompt is the voice `speak` would hear (the next utterance's first
 ``--prompt-seconds``, through the same round trip), never the sentence itself.
@@ -66,6 +66,7 @@ from aimusic.gen.chain import sampling_for
 from aimusic.gen.continuation import continue_audio
 from aimusic.lm.model import load_lm
 from aimusic.runtime import configure_threads
+from aimusic.voice.prompt import PromptVoice
 from aimusic.voice.tts import PROMPT_EQ, READING_FILE, SPEAK_FINE, VOICE_MATCH, speak_text
 
 KEEP = ("magnitude", "phase", "magnitude-alone")
@@ -176,8 +177,9 @@ def main() -> None:
                     said = continue_audio(chain, audio[:cut], a.seconds,
                                           prompt_seconds=a.prompt_seconds,
                                           continuation_only=True, seed=seed,
-                                          sampling=sampling, voice_match=a.voice_match, fine=a.fine,
-                                          eq=a.prompt_eq)["audio"]
+                                          sampling=sampling, fine=a.fine,
+                                          voice=PromptVoice.of(chain, a.voice_match, a.prompt_eq),
+                                          )["audio"]
                 name = f"continue-{speaker}-{k:03d}.wav"
                 save_audio(a.out / name, said, sr)
                 listing.append({"path": name, "task": "continue", "speaker": speaker,
@@ -255,7 +257,7 @@ def render_semantic(chain, prompt: np.ndarray, source: np.ndarray, seed: int,
     real = torch.from_numpy(chain.semantic.tokens(np.ascontiguousarray(source))).long()
     _, new, _ = sample_tokens(chain, sem, codes, real.numel(), sampling,
                               seed=seed, given=real, fine=fine)
-    y = render(chain, codes, new, voice_match, prompt if eq else None)
+    y = render(chain, codes, new, PromptVoice.of(chain, voice_match, eq), prompt)
     return y[:source.size]
 
 
@@ -276,7 +278,7 @@ def roundtrips(a: argparse.Namespace, by_speaker: dict[str, list[dict]]) -> None
     else:
         codec = load_codec(a.roundtrip)
         sr, prefix, via = codec.cfg.sample_rate, "rt", str(a.roundtrip)
-        eq_fft = 4 * codec.cfg.hop  # as gen.chain.codec_eq's
+        eq_fft = 4 * codec.cfg.hop  # as voice.prompt.codec_eq's
         if a.levels is not None:
             if not 0 <= a.levels <= codec.cfg.levels:
                 raise SystemExit(f"--levels {a.levels}: {a.roundtrip} has levels 1 to "

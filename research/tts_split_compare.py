@@ -396,13 +396,14 @@ def speak_single(model: TokenLM, chain, voice: np.ndarray, voice_phonemes: list[
     levels 1-3, decoded as `speak` decodes them."""
     from aimusic.gen.chain import encode_prompt
     from aimusic.gen.continuation import render
+    from aimusic.voice.prompt import PromptVoice
 
     _, codes = encode_prompt(chain, voice, 10**6)
     pace = codes.shape[1] / len(voice_phonemes) if voice_phonemes else frames_per_phoneme
     fb = max(1, round(len(phonemes) * pace))
     new = continue_codes(model, codes, voice_phonemes, phonemes, fb,
                          torch.Generator().manual_seed(seed))
-    audio = render(chain, codes, new, voice_match)
+    audio = render(chain, codes, new, PromptVoice.of(chain, voice_match))
     return audio
 
 

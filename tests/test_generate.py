@@ -30,6 +30,7 @@ from aimusic.lm.model import PRESETS as LM_PRESETS
 from aimusic.lm.model import TokenLM, load_lm, save_lm
 from aimusic.semantic.model import PRESETS as SEM_PRESETS
 from aimusic.semantic.model import SemanticModel, save_semantic
+from aimusic.voice import prompt as VP
 
 runner = CliRunner()
 
@@ -159,19 +160,19 @@ def test_match_voice_re_expresses_new_frames_in_the_prompts() -> None:
     for level in range(K):
         codec.quantizer.vq(level).embed.mul_(0.1 ** level)
     prompt, new = torch.randint(0, n, (K, 30)), torch.randint(0, n, (K, 12))
-    assert torch.equal(G.match_voice(codec, prompt, new, 0), new)  # off
-    assert torch.equal(G.match_voice(codec, prompt[:, :0], new, 4), new)  # no voice to match
-    assert torch.equal(G.match_voice(codec, new, new, 1), new)  # each frame is its own nearest
-    one = G.match_voice(codec, prompt, new, 1)
+    assert torch.equal(VP.match_voice(codec, prompt, new, 0), new)  # off
+    assert torch.equal(VP.match_voice(codec, prompt[:, :0], new, 4), new)  # no voice to match
+    assert torch.equal(VP.match_voice(codec, new, new, 1), new)  # each frame is its own nearest
+    one = VP.match_voice(codec, prompt, new, 1)
     frames = {tuple(c) for c in prompt.T.tolist()}
     assert all(tuple(c) in frames for c in one.T.tolist())  # k=1 copies prompt frames
-    four = G.match_voice(codec, prompt, new, 4)
+    four = VP.match_voice(codec, prompt, new, 4)
     assert four.shape == new.shape and four.dtype == new.dtype
     assert not torch.equal(four, one)  # a mean of four frames, quantized again
     # a voice whose frames each come four times: the four nearest are one frame's copies,
     # their mean is that frame, and quantized again it is that frame's codes
     fours = prompt[:, :6].repeat_interleave(4, dim=1)
-    matched = G.match_voice(codec, fours, new, 4)
+    matched = VP.match_voice(codec, fours, new, 4)
     frames = {tuple(c) for c in fours.T.tolist()}
     assert all(tuple(c) in frames for c in matched.T.tolist())
 
@@ -226,18 +227,18 @@ def test_codec_eq_measures_all_of_the_prompt_up_to_a_limit(models: Path, monkeyp
     audio = melody(4.0, seed=3)
     _, codes = G.encode_prompt(chain, audio, 10)  # the LMs hear the last 10 tokens (0.4 s)
     heard = audio[audio.size - codes.shape[1] * chain.codec.cfg.hop:]
-    short = G.codec_eq(chain, heard, codes)
+    short = VP.codec_eq(chain.codec, heard, codes)
     want = prompt_eq(heard, G.decode_codes(chain, codes), SR, 4 * chain.codec.cfg.hop)
     assert torch.equal(short.diffs, want.diffs)  # just what the codes hold: their rendering
-    long = G.codec_eq(chain, audio, codes)  # all 4 s of the voice
+    long = VP.codec_eq(chain.codec, audio, codes)  # all 4 s of the voice
     assert long.keys.shape[0] > 5 * short.keys.shape[0]
-    assert G.codec_eq(chain, audio, codes) is long  # the same voice again: kept, not redone
-    assert G.codec_eq(chain, audio.copy(), codes) is long  # equal samples are the same voice
-    assert G.codec_eq(chain, audio, codes[:3]) is not long  # other levels: measured again
-    monkeypatch.setattr(G, "EQ_SECONDS", 1.0)  # only the prompt's last second
-    capped = G.codec_eq(chain, audio, codes)
+    assert VP.codec_eq(chain.codec, audio, codes) is long  # the same voice again: kept, not redone
+    assert VP.codec_eq(chain.codec, audio.copy(), codes) is long  # equal samples are the same voice
+    assert VP.codec_eq(chain.codec, audio, codes[:3]) is not long  # other levels: measured again
+    monkeypatch.setattr(VP, "EQ_SECONDS", 1.0)  # only the prompt's last second
+    capped = VP.codec_eq(chain.codec, audio, codes)
     assert short.keys.shape[0] < capped.keys.shape[0] <= 1.0 * SR / chain.codec.cfg.hop + 5
-    assert G.codec_eq(chain, audio, codes[:, :0]) is None  # no prompt frames
+    assert VP.codec_eq(chain.codec, audio, codes[:, :0]) is None  # no prompt frames
 
 
 def test_long_requests_through_sliding_windows_have_exact_lengths(models: Path, prompt: Path,

@@ -257,6 +257,7 @@ def eval_continuation_cmd(
     from aimusic.gen.chain import LAYOUT_STAGES
     from aimusic.gen.evaluate import evaluate_continuation, summary_rows
     from aimusic.lm.model import lm_path
+    from aimusic.voice.prompt import PromptVoice
 
     with handle_errors():
         check_writable(out, folder=True)
@@ -276,8 +277,9 @@ def eval_continuation_cmd(
                 chains[name] = load_chain_for(models, name, None, None)
             sr = next(iter(chains.values())).sample_rate
         metrics = evaluate_continuation(files, out, chains, sr, prompt_seconds, seconds, offset, clips,
-                                        seed, with_constructed, progress=not settings.quiet, eq=eq,
-                                        notes=notes)
+                                        seed, with_constructed, progress=not settings.quiet,
+                                        voices={n: PromptVoice.of(c, 0, True) for n, c in chains.items()}
+                                        if eq else None, notes=notes)
     if as_json:
         typer.echo(json.dumps({"coherence": metrics["coherence"], "notes": metrics["notes"],
                                "report": str(out / "report.html")}, indent=2))

@@ -407,6 +407,7 @@ def continue_cmd(
     extend each file by --seconds, in chunks of 20 s written as they are made (any length,
     in the memory of one chunk)."""
     from aimusic.gen import continue_file, sampling_for
+    from aimusic.voice.prompt import PromptVoice
 
     with handle_errors():
         if out is not None and len(inputs) > 1:
@@ -420,8 +421,9 @@ def continue_cmd(
             r = continue_file(chain, path, target, seconds, prompt_seconds=prompt_seconds,
                               continuation_only=continuation_only, sampling=sampling,
                               seed=seed if seed is not None else settings.seed, use_cache=cache,
-                              progress=not settings.quiet, voice_match=voice_match, fine=fine,
-                              eq=eq, report=None if settings.quiet else say)
+                              progress=not settings.quiet, fine=fine,
+                              voice=PromptVoice.of(chain, voice_match, eq),
+                              report=None if settings.quiet else say)
             print_generated(r, f"{path} -> ")
 
 

@@ -34,9 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from aimusic.dsp import EQ_SECONDS, PromptEQ, prompt_eq
 from aimusic.errors import AimusicError, ArtifactError
 from aimusic.gen import stages as S
 from aimusic.gen.decode import Decoder
@@ -104,8 +102,6 @@ class Chain:
     layout: str
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     decoders: dict[str, Decoder] = field(init=False)
-    # the last voice's codec_eq: `speak --text-file` says every line in one voice
-    eq_cache: dict[tuple, PromptEQ] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.decoders = {s: Decoder(lm) for s, lm in self.lms.items()}
@@ -381,57 +377,3 @@ def decode_codes(chain: Chain, codes: torch.Tensor) -> np.ndarray:
 
     blocks = list(decode_stream(chain.codec, codes, device=chain.device))
     return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
-
-
-@torch.no_grad()
-def match_voice(codec: Any, prompt_codes: torch.Tensor, new_codes: torch.Tensor,
-                k: int) -> torch.Tensor:
-    """New frames re-expressed in the prompt's own frames (kNN-VC's matching, Baas et al.
-    2023, in the codec's latent): each new frame's quantized latent is replaced by the mean
-    of its ``k`` nearest prompt frames (cosine) and quantized again; ``k=1`` copies the
-    nearest prompt frame's codes. codes [K, F] -> [K, F]; ``k=0`` or no prompt: unchanged.
-
-    The LMs, briefly trained, drift to the voices they saw most; matching keeps whatever
-    is said in sounds the prompt's speaker made (research/JOURNAL.md, "Voice matching"). A
-    3-second prompt holds few of a language's sounds, so the rest come out as its nearest."""
-    if k <= 0 or prompt_codes.shape[1] == 0 or new_codes.shape[1] == 0:
-        return new_codes
-    q = codec.quantizer
-    device = next(codec.parameters()).device
-    zp = q.decode(prompt_codes[None].to(device))[0]  # [D, P]
-    zn = q.decode(new_codes[None].to(device))[0]  # [D, F]
-    sim = F.normalize(zn, dim=0).T @ F.normalize(zp, dim=0)  # [F, P]
-    nearest = sim.topk(min(k, zp.shape[1]), dim=1).indices  # [F, k]
-    if nearest.shape[1] == 1:
-        return prompt_codes[:, nearest[:, 0].cpu()].to(new_codes)
-    mean = zp[:, nearest].mean(-1)  # [D, F]
-    return q.encode(mean[None], new_codes.shape[0])[0].to(new_codes)
-
-
-def codec_eq(chain: Chain, prompt: np.ndarray, prompt_codes: torch.Tensor) -> PromptEQ | None:
-    """``dsp.prompt_eq``'s corrections from the recorded ``prompt`` and the codec's rendering
-    of it at ``prompt_codes``' levels: how the codec colours this voice, sound by sound, to
-    undo in what it renders next. All of the prompt counts (its last ``EQ_SECONDS``), not
-    only the part the LMs hear (``prompt_codes``, its last samples): the more of a voice's
-    sounds it holds, the fewer are corrected as a neighbour (BENCHMARKS.md). None without
-    prompt frames."""
-    from aimusic.codec.stream import encode_stream
-
-    if prompt_codes.shape[1] == 0:
-        return None
-    x = prompt[max(0, prompt.size - int(EQ_SECONDS * chain.sample_rate)):]
-    key = (hashlib.sha1(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest(),
-           hashlib.sha1(prompt_codes.cpu().numpy().tobytes()).hexdigest(), tuple(prompt_codes.shape))
-    if key in chain.eq_cache:
-        return chain.eq_cache[key]
-    if x.size > prompt_codes.shape[1] * chain.codec.cfg.hop:  # more than the LMs hear
-        codes, _ = encode_stream(chain.codec, iter([np.ascontiguousarray(x, dtype=np.float32)]),
-                                 prompt_codes.shape[0], device=chain.device)
-        rendered = decode_codes(chain, codes.long())[:x.size]  # from x's first sample
-    else:  # the codes are of the prompt's last samples
-        rendered = decode_codes(chain, prompt_codes)
-        x = x[x.size - min(x.size, rendered.size):]
-    eq = prompt_eq(x, rendered, chain.sample_rate, 4 * chain.codec.cfg.hop)
-    chain.eq_cache.clear()  # the last voice only
-    chain.eq_cache[key] = eq
-    return eq

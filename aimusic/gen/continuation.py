@@ -35,7 +35,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -45,11 +45,9 @@ from aimusic.errors import AimusicError
 from aimusic.gen.chain import (
     MIN_PROMPT_SECONDS,
     Chain,
-    codec_eq,
     decode_codes,
     encode_prompt,
     fresh_seed,
-    match_voice,
     sample_tokens,
     sampling_for,
     stage_seed,
@@ -59,6 +57,15 @@ from aimusic.progress import Bars
 
 XFADE_SECONDS = 0.02
 CHUNK_SECONDS = 20.0
+
+
+class Voice(Protocol):
+    """What keeps a speaker's voice in a continuation of speech (``voice.prompt.PromptVoice``):
+    the new frames matched to the prompt's, and an equalizer for the rendering."""
+
+    def match(self, prompt_codes: torch.Tensor, new_codes: torch.Tensor) -> torch.Tensor: ...
+
+    def equalizer(self, prompt: np.ndarray, prompt_codes: torch.Tensor) -> PromptEQ | None: ...
 
 
 def crossfade(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -75,7 +82,8 @@ class Renderer:
     handed out from sample ``start`` of their timeline on. ``push`` adds new frames and
     returns the samples that are now final: all but the decoder's right context, which
     waits for the next frames (all of them when ``last``). The buffer keeps only the
-    frames the next decode needs. ``eq`` (``chain.codec_eq``) equalizes what is decoded."""
+    frames the next decode needs. ``eq`` (``voice.prompt.codec_eq``'s) equalizes what is
+    decoded."""
 
     def __init__(self, chain: Chain, codes: torch.Tensor, start: int, eq: PromptEQ | None = None) -> None:
         from aimusic.codec.stream import context_frames
@@ -102,16 +110,15 @@ class Renderer:
 
 
 def render(chain: Chain, prompt_codes: torch.Tensor, new_codes: torch.Tensor,
-           voice_match: int = 0, prompt: np.ndarray | None = None) -> np.ndarray:
+           voice: Voice | None = None, prompt: np.ndarray | None = None) -> np.ndarray:
     """The audio of ``new_codes`` [L, F] decoded after ``prompt_codes`` (their first L
     levels: all, or the coarse ones without the fine stage), the prompt's frames as the
-    decoder's context: ``F * hop`` samples. ``voice_match`` > 0 first re-expresses the new
-    frames in the prompt's (``chain.match_voice``); with the recorded ``prompt``, the audio
-    is equalized to undo how the codec colours it (``chain.codec_eq``)."""
+    decoder's context: ``F * hop`` samples. A ``voice`` (for speech) first matches the new
+    frames to the prompt's and equalizes the audio as measured on the recorded ``prompt``."""
     pc = prompt_codes[:new_codes.shape[0]]
-    eq = None if prompt is None else codec_eq(chain, prompt, pc)
+    eq = None if voice is None or prompt is None else voice.equalizer(prompt, pc)
     renderer = Renderer(chain, pc, pc.shape[1] * chain.codec.cfg.hop, eq)
-    return renderer.push(match_voice(chain.codec, pc, new_codes, voice_match), last=True)
+    return renderer.push(new_codes if voice is None else voice.match(pc, new_codes), last=True)
 
 
 class Continuation:
@@ -119,9 +126,9 @@ class Continuation:
     chunk: ``blocks()`` yields the output (the original first, unless
     ``continuation_only``), then ``result()`` says how it went.
 
-    ``voice_match`` > 0 re-expresses the new frames in the prompt's (``chain.match_voice``:
-    for speech); ``eq`` equalizes them to undo how the codec colours the prompt
-    (``chain.codec_eq``: for speech); ``fine=False`` decodes the coarse levels alone.
+    ``voice`` (for speech: ``voice.prompt.PromptVoice``) matches the new frames to the
+    prompt's and equalizes them to undo how the codec colours the prompt; ``fine=False``
+    decodes the coarse levels alone.
     ``chunk_seconds`` (None: all at once) bounds each chunk; ``report`` gets a line after
     each chunk of a request of several."""
 
@@ -129,8 +136,8 @@ class Continuation:
                  prompt_seconds: float | None = None, continuation_only: bool = False,
                  sampling: dict[str, Sampling] | None = None, seed: int | None = None,
                  use_cache: bool = True, progress: bool = False, threads: bool | None = None,
-                 name: str = "<prompt>", voice_match: int = 0, fine: bool = True,
-                 eq: bool = False, chunk_seconds: float | None = CHUNK_SECONDS,
+                 name: str = "<prompt>", voice: Voice | None = None, fine: bool = True,
+                 chunk_seconds: float | None = CHUNK_SECONDS,
                  report: Callable[[str], None] | None = None) -> None:
         self.t0 = time.perf_counter()
         self.chain, self.audio, self.seconds = chain, audio, seconds
@@ -151,7 +158,7 @@ class Continuation:
         self.per_chunk = min(per, self.n_tokens)
         self.n_chunks = math.ceil(self.n_tokens / self.per_chunk)
         self.use_cache, self.threads, self.fine = use_cache, threads, fine
-        self.progress, self.voice_match, self.eq, self.report = progress, voice_match, eq, report
+        self.progress, self.voice, self.report = progress, voice, report
         self.continuation_only = continuation_only
         self.stats: dict[str, dict[str, float]] = {}
         self.t_dec = 0.0
@@ -170,7 +177,7 @@ class Continuation:
         levels = self._levels()
         prompt_codes = self.codes[:levels]
         t = time.perf_counter()
-        eq = codec_eq(chain, audio, prompt_codes) if self.eq else None
+        eq = None if self.voice is None else self.voice.equalizer(audio, prompt_codes)
         P = prompt_codes.shape[1]
         xfade = 0 if self.continuation_only else min(audio.size, int(XFADE_SECONDS * sr))
         lead = min(P * hop, xfade)  # samples of the prompt's rendering to fade into
@@ -192,8 +199,8 @@ class Continuation:
                 Bars(self.progress, label=label, unit="tokens"), self.threads, fine=self.fine)
             self._add_stats(stats)
             t = time.perf_counter()
-            y = renderer.push(match_voice(chain.codec, prompt_codes, new_codes, self.voice_match),
-                              last=i == self.n_chunks - 1)[:want]
+            out = new_codes if self.voice is None else self.voice.match(prompt_codes, new_codes)
+            y = renderer.push(out, last=i == self.n_chunks - 1)[:want]
             want -= y.size
             if lead:  # the first samples are the prompt's rendering: fade into them
                 pending = np.concatenate([pending, y])

@@ -173,10 +173,12 @@ def evaluate_continuation(files: Sequence[Path], out_dir: str | Path, chains: di
                           sr: int, prompt_seconds: float = 5.0, seconds: float = 10.0,
                           offset: float = 0.0, clips: int = 0, seed: int = 0,
                           with_constructed: bool = False, progress: bool = False,
-                          sampling: dict[str, Any] | None = None, eq: bool = False,
+                          sampling: dict[str, Any] | None = None,
+                          voices: dict[str, Any] | None = None,
                           notes: bool = False) -> dict[str, Any]:
     """Run the evaluation and write the report; returns what ``metrics.json`` holds.
-    ``eq``: continuations equalized as `continue --prompt-eq` does (``codec_eq``);
+    ``voices``: per chain, what keeps a speaker's voice (``continue --prompt-eq``'s
+    ``voice.prompt.PromptVoice``);
     ``notes``: the note judge's figures beside the coherence."""
     from aimusic import __version__
     from aimusic.audio import save_audio
@@ -237,7 +239,8 @@ def evaluate_continuation(files: Sequence[Path], out_dir: str | Path, chains: di
                 t0 = time.perf_counter()
                 r = continue_audio(chain, clip.prompt, seconds, prompt_seconds=prompt_seconds,
                                    continuation_only=True, seed=seed + i,
-                                   sampling=(sampling or {}).get(name), name=clip.source, eq=eq)
+                                   sampling=(sampling or {}).get(name), name=clip.source,
+                                   voice=(voices or {}).get(name))
                 timings[name] += time.perf_counter() - t0
                 agree[name] = C.agreement(fp, C.features(r["audio"], sr))
                 keep(name, r["audio"])
@@ -259,7 +262,7 @@ def evaluate_continuation(files: Sequence[Path], out_dir: str | Path, chains: di
         "aimusic": __version__,
         "settings": {"prompt_seconds": prompt_seconds, "seconds": seconds, "offset": offset,
                      "seed": seed, "sample_rate": sr, "floor_clips": FLOOR_CLIPS,
-                     "constructed": with_constructed, "prompt_eq": eq},
+                     "constructed": with_constructed, "prompt_eq": bool(voices)},
         "models": {name: _chain_models(ch) for name, ch in chains.items()},
         "measures": list(C.MEASURES),
         "coherence": {r: C.coherence([c["agreement"][r] for c in per_clip], truth, floor,

@@ -57,7 +57,7 @@ VOICE_MATCH = 4  # `speak` re-expresses its frames in the voice's 4 nearest (mat
 # `speak` decodes the coarse levels alone (--fine runs the fine stage): with the bundled
 # voice models the judges measure no difference, and it takes half the time (BENCHMARKS.md)
 SPEAK_FINE = False
-# `speak` equalizes what it says to undo how the codec colours the voice (gen.chain.codec_eq)
+# `speak` equalizes what it says to undo how the codec colours the voice (voice.prompt.codec_eq)
 PROMPT_EQ = True
 # `speak`'s default voice: flite's rms (a test voice of the speech corpus, never trained on)
 EXAMPLE_VOICE = Path(__file__).resolve().parents[1] / "bundled" / "examples" / "voice-rms.flac"
@@ -401,8 +401,8 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
                fine: bool = SPEAK_FINE, eq: bool = PROMPT_EQ) -> dict[str, Any]:
     """Say ``text`` in the voice of ``voice`` (mono float32 at the codec's rate; None: the
     acoustic LMs choose a voice); ``voice_match`` > 0 re-expresses the new frames in the
-    voice's own (``gen.chain.match_voice``); ``eq`` equalizes the speech to undo how the
-    codec colours the voice (``gen.chain.codec_eq``); ``fine=False`` skips the fine stage and decodes
+    voice's own (``voice.prompt.match_voice``); ``eq`` equalizes the speech to undo how the
+    codec colours the voice (``voice.prompt.codec_eq``); ``fine=False`` skips the fine stage and decodes
     the coarse levels alone. ``sampling`` is ``sampling_for(chain.stages, ...)``'s: its
     ``semantic`` entry is the reading LM's (which writes the semantic tokens in place of the
     semantic LM). Returns what ``continue_audio`` returns, with
@@ -417,6 +417,7 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
     from aimusic.gen.continuation import render
     from aimusic.progress import Bars
     from aimusic.text import phonemes as ph
+    from aimusic.voice.prompt import PromptVoice
 
     if chain.layout != "flat":
         raise AimusicError(f"speak renders with the coarse and fine LMs (flat layout), not "
@@ -449,7 +450,7 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
                                         progress=Bars(progress, unit="tokens"), given=read, fine=fine)
     t2 = time.perf_counter()
     # no voice: no prompt frames, nothing to match or equalize to
-    audio = render(chain, codes, new_codes, voice_match, voice if eq else None)
+    audio = render(chain, codes, new_codes, PromptVoice.of(chain, voice_match, eq), voice)
     seconds = read.numel() * hop / sr
     audio = audio[:int(round(seconds * sr))]
     t_dec = time.perf_counter() - t2
