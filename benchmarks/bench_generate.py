@@ -16,7 +16,7 @@ chooses). The KV cache's speed-up is measured on a shorter continuation
 (`--nocache-seconds`), one thread, stages in turn: recomputing the whole window at every
 step is too slow for 20 s. Per stage, it is the ratio of tokens per second with and
 without the cache (the same tokens either way); the cached decoding is `gen.decode`'s
-`Decoder`, the recomputation `lm.model.generate(use_cache=False)`.
+`Decoder`, the recomputation `Decoder.generate(use_cache=False)`.
 
     .venv/bin/python benchmarks/bench_generate.py [--seconds 20] [--prompt-seconds 5]
         [--nocache-seconds 1] [--threads 2] [--stages auto|in-turn|side-by-side] [--cli] [--json F]

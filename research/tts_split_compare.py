@@ -55,8 +55,9 @@ import numpy as np
 import torch
 
 from aimusic.fileio import write_json
+from aimusic.gen.decode import Decoder
 from aimusic.lm import layouts as L
-from aimusic.lm.model import PRESETS, LMConfig, TokenLM, generate, load_lm, next_token_loss, save_lm
+from aimusic.lm.model import PRESETS, LMConfig, TokenLM, load_lm, next_token_loss, save_lm
 from aimusic.lm.train import TRAIN_PRESETS, lr_at, make_optimizer, plan_steps, split_items
 from aimusic.runtime import configure_threads
 from aimusic.tokens.reader import TokenDataset
@@ -380,8 +381,8 @@ def continue_codes(model: TokenLM, codes: torch.Tensor, voice_phonemes: list[int
         return out
 
     start = head + fa
-    seq = generate(model, ids[None, :start], ids.shape[0] - start, generator=generator,
-                   allowed=allowed)
+    seq = Decoder(model).generate(ids[None, :start], ids.shape[0] - start, generator=generator,
+                                  allowed=allowed)
     both = vocab.acoustic_codes(L.undelay(seq[0, head:]))
     assert torch.equal(both[:, :fa], codes[:K]), "the prompt's codes were not kept"
     return both[:, fa:]

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from aimusic.errors import ArtifactError, ConfigError
+from aimusic.gen.decode import Decoder
 from aimusic.lm import layouts as L
 from aimusic.lm.model import (
     PRESETS,
     LMConfig,
     TokenLM,
-    generate,
     load_lm,
     next_token_loss,
     sample,
@@ -66,7 +66,7 @@ def test_tiny_lm_overfits_a_short_sequence() -> None:
     assert loss.item() < 0.03
     # and it has learnt the sequences: greedy decoding from their first tokens completes them
     model.eval()
-    out = generate(model, ids[:, :3], 38, temperature=0, allowed=L.allowed_semantic(model.cfg.layout))
+    out = Decoder(model).generate(ids[:, :3], 38, temperature=0, allowed=L.allowed_semantic(model.cfg.layout))
     assert torch.equal(L.semantic_from_sequence(model.cfg.layout, out), sem)
 
 
@@ -115,7 +115,7 @@ def test_generate_with_and_without_cache_samples_the_same_tokens(stage: str) -> 
         prompt = L.delay_sequence(v, sem, torch.zeros(2, v.levels, 0, dtype=torch.long))[0][:, :n_sem + 1]
         allowed = L.allowed_delay(v, n_sem, frames)
         n = frames + v.levels - 1
-    runs = [generate(model, prompt, n, temperature=1.0, top_k=20, top_p=0.95, allowed=allowed,
+    runs = [Decoder(model).generate(prompt, n, temperature=1.0, top_k=20, top_p=0.95, allowed=allowed,
                      generator=torch.Generator().manual_seed(7), use_cache=c) for c in (True, False)]
     assert torch.equal(runs[0], runs[1])
     # the tokens respect the layout: they decode back to codes

@@ -1,11 +1,10 @@
-"""Fast incremental decoding of a ``TokenLM``: the same model, arranged for one new
-position per step.
+"""The one sampler of the token LMs: ``Decoder.generate``, fast incremental decoding of a
+``TokenLM``, the same model arranged for one new position per step.
 
-``lm.model.generate`` runs the model's own ``forward`` at every step. That is right for a
-prompt (many positions at once); for one position on a CPU, a step is some 30 products
-of one row by a weight matrix, bound by reading the weights, plus a hundred small ops,
-and the output layer computes logits for the whole vocabulary when a position may only
-take the ids of one codec level.
+The model's own ``forward`` is right for a prompt (many positions at once); for one
+position on a CPU, a step is some 30 products of one row by a weight matrix, bound by
+reading the weights, plus a hundred small ops, and the output layer computes logits for
+the whole vocabulary when a position may only take the ids of one codec level.
 
 ``Decoder`` keeps the model and copies, per layer, its matrices transposed (a row times a
 transposed copy reads faster here than ``F.linear``) with the gate and up projections
@@ -13,11 +12,11 @@ fused in one; rotates queries and keys in one call; attends with
 ``scaled_dot_product_attention`` on the cache; and computes logits only for the ids a
 position allows. Prompts go through the model's own blocks. With the ``small`` preset on
 one core this is 1.3-2x faster per step than the model's cached ``forward`` (coarse
-3.5 vs 5 ms, fine with 4 windows 6 vs 11 ms). The logits equal the model's to float
-rounding (``tests/test_generate.py`` checks 1e-5 for every stage), and ``generate`` draws
-from them exactly as ``lm.model.generate`` does (same draws in the same order, the same
-forcing), so both sample the same tokens under the same generator. The copies are taken
-when the decoder is made: make a new one if the model's weights change.
+3.5 vs 5 ms, fine with 4 windows 6 vs 11 ms). The logits equal the model's forward pass to
+float rounding (``tests/test_generate.py`` checks 1e-5 for every stage). Without its
+cache (``use_cache=False``, a comparison), every step runs the whole sequence through the
+model's blocks again: slower, the same tokens. The copies are taken when the decoder is
+made: make a new one if the model's weights change.
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 class Decoder:
-    """One model's weights arranged for decoding; ``generate`` as ``lm.model.generate``."""
+    """One model's weights arranged for decoding, and ``generate``."""
 
     def __init__(self, lm: TokenLM) -> None:
         self.lm, cfg = lm, lm.cfg
@@ -128,10 +127,16 @@ class Decoder:
                  generator: torch.Generator | None = None,
                  allowed: Callable[[int], Any] | None = None,
                  emit: Callable[[torch.Tensor], None] | None = None,
-                 stop: int | None = None) -> torch.Tensor:
-        """``lm.model.generate(..., use_cache=True)``, faster: the same draws in the same order.
-        ``emit`` (if given) receives each new position's ids [B, 1(, S)] as soon as drawn;
-        with ``stop``, generation ends early once every row has drawn that id."""
+                 stop: int | None = None, use_cache: bool = True) -> torch.Tensor:
+        """Extend ``prompt`` [B, T0] ([B, T0, S] for streams) by ``n`` positions; returns the
+        prompt and the new ids, [B, T0 + n(, S)].
+
+        ``allowed(i)`` gives the ids position i may take, ``(lo, hi)``, or one range per
+        stream (the ``layouts.allowed_*`` functions); a range of one id forces it without
+        sampling (a stream's draw is still made and discarded, which keeps the draws
+        aligned). ``emit`` (if given) receives each new position's ids [B, 1(, S)] as soon
+        as drawn; with ``stop``, generation ends early once every row has drawn that id.
+        ``use_cache=False`` recomputes the whole sequence at every step (the same tokens)."""
         lm = self.lm
         check_window(prompt.shape[1], n, lm.cfg.max_len)
         was_training = lm.training
@@ -155,14 +160,16 @@ class Decoder:
                 if stop is not None and bool((tok == stop).all()):
                     break
                 if j + 1 < n:
-                    h = self.step(tok, cache)
+                    h = self.step(tok, cache) if use_cache else \
+                        self.prefill(torch.cat(out, 1), lm.new_cache())
         finally:
             lm.train(was_training)
         return torch.cat(out, 1)
 
     def _pick(self, h: torch.Tensor, rng: Range | None, temperature: float, top_k: int | None,
               top_p: float | None, generator: torch.Generator | None) -> torch.Tensor:
-        """As ``lm.model._pick``, with only the allowed range's logits computed."""
+        """One stream's ids [B] from hidden states, within the range (lo, hi) if given: only
+        that range's logits are computed."""
         if rng is None:
             return sample(self.logits(h), temperature, top_k, top_p, generator)
         lo, hi = rng

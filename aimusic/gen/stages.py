@@ -138,25 +138,19 @@ def _extend(dec: Decoder, prompt: torch.Tensor, n: int, s: Sampling,
             generator: torch.Generator | None, allowed: Callable[[int], Any], use_cache: bool,
             tick: Tick, batch: int = 1,
             emit: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
-    """Extend ``prompt`` by n positions with the stage's sampling: KV-cached (``Decoder``) or
-    recomputing the whole sequence at every step (``lm.model.generate`` without its cache;
-    the same tokens). ``allowed`` is called once per new position: progress counts there;
-    ``emit`` gets the new ids as they come (all at the end without the cache)."""
-    from aimusic.lm.model import generate
+    """Extend ``prompt`` by n positions with the stage's sampling (``Decoder.generate``; KV
+    cached, or recomputing the whole sequence at every step: the same tokens). ``allowed``
+    is called once per new position: progress counts there; ``emit`` gets the new ids as
+    they come."""
 
     def counted(i: int) -> Any:
         tick(batch)
         return allowed(i)
 
     prompt = prompt.to(next(dec.lm.parameters()).device)
-    kw: dict[str, Any] = {"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
-                          "generator": generator, "allowed": counted}
-    if use_cache:
-        return dec.generate(prompt, n, emit=emit, **kw).cpu()
-    out = generate(dec.lm, prompt, n, use_cache=False, **kw).cpu()
-    if emit is not None:
-        emit(out[:, prompt.shape[1]:])
-    return out
+    return dec.generate(prompt, n, emit=emit, temperature=s.temperature, top_k=s.top_k,
+                        top_p=s.top_p, generator=generator, allowed=counted,
+                        use_cache=use_cache).cpu()
 
 
 def semantic_stage(dec: Decoder, window: int, prompt: torch.Tensor, n: int, s: Sampling,

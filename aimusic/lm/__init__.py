@@ -1,7 +1,7 @@
 """Token language models (AudioLM's three stages, or MusicGen's delay pattern).
 
 ``layouts`` lays tokens out in sequences for each stage (pure functions); ``model`` is the
-transformer, sampling, generation and model files.
+transformer, sampling and model files; the sampler that runs it is ``gen.decode.Decoder``.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from aimusic.lm.model import (
     KVCache,
     LMConfig,
     TokenLM,
-    generate,
     load_lm,
     next_token_loss,
     sample,
     save_lm,
 )
 
-__all__ = ["PRESETS", "KVCache", "LMConfig", "TokenLM", "Vocab", "generate", "load_lm",
+__all__ = ["PRESETS", "KVCache", "LMConfig", "TokenLM", "Vocab", "load_lm",
            "next_token_loss", "sample", "save_lm"]

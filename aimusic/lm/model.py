@@ -14,18 +14,16 @@ The single-stream case is the plain LM: tokens [B, T] -> logits [B, T, vocab].
 
 Decoding. ``forward(tokens, cache)`` with a ``KVCache`` appends the new positions' keys
 and values and attends the new queries to everything cached, so a prompt can be prefilled
-and then extended one step at a time; ``generate`` does that (or recomputes the whole
-sequence each step, which gives the same tokens and is what the test compares).
+and then extended one step at a time; ``gen.decode.Decoder.generate`` samples that way.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -345,8 +343,6 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = N
     return torch.multinomial(probs, 1, generator=generator).view(logits.shape[:-1])
 
 
-Allowed = Callable[[int], Union[Range, Sequence[Range]]]
-
 
 @torch.no_grad()
 def check_window(prompt_len: int, n: int, max_len: int) -> None:
@@ -356,51 +352,6 @@ def check_window(prompt_len: int, n: int, max_len: int) -> None:
     if prompt_len + n > max_len:
         raise ValueError(f"{prompt_len} + {n} positions exceed the context of "
                          f"{max_len}; generate in windows")
-
-
-def generate(model: TokenLM, prompt: torch.Tensor, n: int, *, temperature: float = 1.0,
-             top_k: int | None = None, top_p: float | None = None,
-             generator: torch.Generator | None = None, allowed: Allowed | None = None,
-             use_cache: bool = True) -> torch.Tensor:
-    """Extend ``prompt`` [B, T0] ([B, T0, S] for streams) by ``n`` positions.
-
-    ``allowed(i)`` gives the ids position i may take, ``(lo, hi)``, or one range per
-    stream (the ``layouts.allowed_*`` functions); a range of one id forces it without
-    sampling. Without the cache, each step recomputes the whole sequence: slower, the
-    same tokens. Returns the prompt and the new tokens, [B, T0 + n(, S)].
-    """
-    check_window(prompt.shape[1], n, model.cfg.max_len)
-    was_training = model.training
-    model.eval()
-    try:
-        cache = model.new_cache() if use_cache else None
-        seq = prompt
-        logits = model(prompt, cache)[:, -1]
-        for j in range(n):
-            i = seq.shape[1]
-            ranges = allowed(i) if allowed is not None else None
-            if model.cfg.streams > 1:
-                tok = pick_streams(model, logits, cast("Sequence[Range] | None", ranges), i,
-                                    temperature, top_k, top_p, generator)
-            else:
-                tok = _pick(logits, cast("Range | None", ranges), temperature, top_k, top_p, generator)
-            seq = torch.cat([seq, tok[:, None]], 1)
-            if j + 1 < n:
-                logits = model(seq[:, -1:], cache)[:, -1] if cache is not None else model(seq)[:, -1]
-    finally:
-        model.train(was_training)
-    return seq
-
-
-def _pick(logits: torch.Tensor, rng: Range | None, temperature: float, top_k: int | None,
-          top_p: float | None, generator: torch.Generator | None) -> torch.Tensor:
-    """One stream: logits [B, V] -> ids [B] within the range (lo, hi) if given."""
-    if rng is None:
-        return sample(logits, temperature, top_k, top_p, generator)
-    lo, hi = rng
-    if hi - lo == 1:
-        return torch.full(logits.shape[:1], lo, dtype=torch.long, device=logits.device)
-    return sample(logits[:, lo:hi], temperature, top_k, top_p, generator) + lo
 
 
 def pick_streams(model: TokenLM, logits: torch.Tensor, ranges: Sequence[Range] | None, i: int,
