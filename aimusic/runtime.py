@@ -98,9 +98,15 @@ _said_bundled: set[str] = set()
 
 def models_to_read(models: str | os.PathLike | None, bundle: str = "music") -> Path:
     """Where to load models from: ``--models``, else $AIMUSIC_MODELS, else ./models; with
-    none of these (no ./models folder at all) the bundled models, saying so once."""
+    none of these (no ./models folder at all) the bundled models, saying so once.
+    ``--models NAME`` names a bundled set (``music``, ``voice``) where no folder NAME is
+    here."""
     if models is not None:
-        return Path(models)
+        p = Path(models)
+        named = bundled_models_dir(p.name)
+        if not p.exists() and p.name == str(models) and (named / "codec.safetensors").exists():
+            return named
+        return p
     chosen = Path(default_models_dir())
     if "AIMUSIC_MODELS" in os.environ or chosen.exists():
         return chosen

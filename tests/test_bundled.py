@@ -183,3 +183,12 @@ def test_half_codec_is_smaller_and_decodes_alike(tmp_path: Path) -> None:
     assert (tmp_path / "half.safetensors").stat().st_size < 0.6 * (src / "codec.safetensors").stat().st_size
     codes = a.encode(torch.randn(1, 1, 4800) * 0.1)
     torch.testing.assert_close(b.decode(codes), a.decode(codes), atol=2e-3, rtol=0)
+
+
+def test_models_names_a_bundled_set_where_no_folder_has_that_name(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert models_to_read(Path("voice")) == VOICE  # no ./voice here: the bundled set
+    assert models_to_read(Path("music")) == BUNDLE
+    (tmp_path / "voice").mkdir()
+    assert models_to_read(Path("voice")) == Path("voice")  # a folder of that name wins
+    assert models_to_read(Path("nothing")) == Path("nothing")  # the usual errors follow
