@@ -265,7 +265,7 @@ def main() -> None:
     ap.add_argument("--no-encodec", action="store_true", help="skip the EnCodec comparison")
     ap.add_argument("--audio", type=Path, help="time on this file (first 30 s) instead of synthetic audio")
     ap.add_argument("--threads", type=int, default=2, help="torch threads, here and in the CLI runs")
-    ap.add_argument("--preset", default=PRESET, help="our codec's preset (default: %(default)s)")
+    ap.add_argument("--preset", default="music", help="our codec's preset (default: %(default)s)")
     ap.add_argument("--encodec-child", nargs=2, metavar=("OP", "WAV"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.encodec_child:
