@@ -608,3 +608,26 @@ def test_an_if_head_renders_a_steady_partial_between_bins() -> None:
     y_steady = steady.synthesize(log_mag, steady.phase(torch.zeros_like(out)))[0, 0].numpy()
     assert _sinusoid_residual(y_steady, f) > 0.5
 
+
+def test_init_from_the_kept_music_codec_carries_its_schedule(synth_dir: Path, tmp_path: Path) -> None:
+    """The music codec kept in the repository (research/checkpoints: float16, no optimizer,
+    its steps and minutes in the file and its history beside it), so `train-codec --init`
+    from it carries on: the step count, the minutes and the log go on from the kept one's."""
+    from aimusic.artifacts import read_metadata
+
+    src = Path(__file__).resolve().parents[1] / "research/checkpoints/music-codec/codec.safetensors"
+    extra = read_metadata(src)["extra"]
+    assert extra["stored_as"] == "float16" and extra["steps"] > 1000 and extra["minutes"] > 30
+    history = [json.loads(x) for x in log_path(src).read_text().splitlines()]
+    assert [x for x in history if "event" not in x][-1]["step"] == extra["steps"]
+    out = tmp_path / "on.safetensors"
+    cfg = dataclasses.replace(TRAIN_PRESETS["music"](), steps=extra["steps"] + 2, val_every=2,
+                              batch_size=2, segment_seconds=0.5, val_clips=1, val_seconds=1.0)
+    m = train_codec(synth_dir, out, preset_tiny(), cfg, CPU, show_progress=False, init=src)
+    meta = read_metadata(out)
+    assert m["step"] == extra["steps"] + 2 and meta["config"]["head"] == "istft"
+    assert meta["extra"]["minutes"] > extra["minutes"]
+    lines = [json.loads(x) for x in log_path(out).read_text().splitlines()]
+    assert lines[:len(history)] == history  # the kept history first
+    starts = [x for x in lines if x.get("event") == "start"]
+    assert starts[-1]["step"] == extra["steps"] and starts[-1]["from"].startswith("init ")
