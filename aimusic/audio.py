@@ -150,6 +150,17 @@ def load_audio(
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def sf_format(path: Path, subtype: str = "PCM_16") -> tuple[str, str]:
+    """libsndfile's format and subtype for ``path``'s extension: the codec's own subtype
+    for compressed formats (Vorbis, Opus, MP3), ``subtype`` otherwise."""
+    fmt = path.suffix.lstrip(".").upper() or "WAV"
+    fmt = {"OGA": "OGG", "AIF": "AIFF"}.get(fmt, fmt)
+    if fmt in ("OGG", "MP3", "OPUS"):
+        subtype = {"OGG": "VORBIS", "MP3": "MPEG_LAYER_III", "OPUS": "OPUS"}[fmt]
+        fmt = "OGG" if fmt == "OPUS" else fmt
+    return fmt, subtype
+
+
 def save_audio(
     path: str | os.PathLike, audio: np.ndarray, sr: int, subtype: str = "PCM_16"
 ) -> Path:
@@ -166,11 +177,7 @@ def save_audio(
         raise AudioError(p, "refusing to write non-finite samples (NaN or Inf)")
     if subtype.startswith("PCM"):
         x = np.clip(x, -1.0, 1.0)
-    fmt = p.suffix.lstrip(".").upper() or "WAV"
-    fmt = {"OGA": "OGG", "AIF": "AIFF"}.get(fmt, fmt)
-    if fmt in ("OGG", "MP3", "OPUS"):
-        subtype = {"OGG": "VORBIS", "MP3": "MPEG_LAYER_III", "OPUS": "OPUS"}[fmt]
-        fmt = "OGG" if fmt == "OPUS" else fmt
+    fmt, subtype = sf_format(p, subtype)
     with atomic_path(p) as tmp:
         sf.write(str(tmp), x, sr, subtype=subtype, format=fmt)
     return p
@@ -223,10 +230,9 @@ class AudioStreamWriter:
 
             p = Path(self.path)
             tmp = self._stack.enter_context(atomic_path(p))
-            fmt = {"OGA": "OGG", "OPUS": "OGG", "AIF": "AIFF"}.get(p.suffix[1:].upper(), p.suffix[1:].upper())
-            sub = {".ogg": "VORBIS", ".oga": "VORBIS", ".opus": "OPUS", ".mp3": "MPEG_LAYER_III"}
-            self._sf = self._stack.enter_context(sf.SoundFile(
-                str(tmp), "w", self.sr, 1, sub.get(p.suffix.lower(), "PCM_16"), format=fmt))
+            fmt, subtype = sf_format(p)
+            self._sf = self._stack.enter_context(sf.SoundFile(str(tmp), "w", self.sr, 1, subtype,
+                                                              format=fmt))
         return self
 
     def write(self, block: np.ndarray) -> None:

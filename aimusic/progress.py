@@ -122,12 +122,8 @@ class TrainProgress(Bars):
 
     def __init__(self, name: str, total: int, start: int = 0, enabled: bool = True) -> None:
         super().__init__(enabled, lines_every=30.0, eta=True)
-        self.name, self.start, self.steps_done, self._t0 = name, start, 0, time.monotonic()
+        self.start, self.steps_done, self._t0 = start, 0, time.monotonic()
         self.main = self.bar(f"{name} step", total, start)
-
-    @property
-    def total(self) -> int:
-        return self.main.total
 
     def update(self, step: int, losses: dict[str, float]) -> None:
         self.steps_done = step - self.start

@@ -158,13 +158,18 @@ def decode_stream(
         yield y[(f0 - a) * hop : (f1 - a) * hop].float().cpu().numpy()
 
 
+def decode_all(codec: Codec, codes: torch.Tensor, device: torch.device | str = "cpu") -> np.ndarray:
+    """Codes [K, F] -> their audio in one array (``decode_stream``'s blocks joined)."""
+    blocks = list(decode_stream(codec, codes, device=device))
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+
+
 def roundtrip(codec: Codec, x: np.ndarray, n_levels: int | None = None,
               device: torch.device | str = "cpu") -> np.ndarray:
     """``x`` (mono float32 at the codec's rate) encoded with ``n_levels`` (default: all) and
     decoded again, chunk by chunk, to its length."""
     codes, _ = encode_stream(codec, iter([x]), n_levels or codec.cfg.levels, device=device)
-    blocks = list(decode_stream(codec, codes, device=device))
-    return (np.concatenate(blocks) if blocks else np.zeros(0, np.float32))[: x.size]
+    return decode_all(codec, codes, device)[: x.size]
 
 
 def encode_file(

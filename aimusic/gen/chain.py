@@ -373,7 +373,6 @@ def encode_prompt(chain: Chain, audio: np.ndarray, max_tokens: int,
 
 
 def decode_codes(chain: Chain, codes: torch.Tensor) -> np.ndarray:
-    from aimusic.codec.stream import decode_stream
+    from aimusic.codec.stream import decode_all
 
-    blocks = list(decode_stream(chain.codec, codes, device=chain.device))
-    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+    return decode_all(chain.codec, codes, chain.device)

@@ -49,13 +49,6 @@ def match_voice(codec: Any, prompt_codes: torch.Tensor, new_codes: torch.Tensor,
     return q.encode(mean[None], new_codes.shape[0])[0].to(new_codes)
 
 
-def _decode(codec: Any, codes: torch.Tensor, device: torch.device) -> np.ndarray:
-    from aimusic.codec.stream import decode_stream
-
-    blocks = list(decode_stream(codec, codes, device=device))
-    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
-
-
 def codec_eq(codec: Any, prompt: np.ndarray, prompt_codes: torch.Tensor,
              device: torch.device | str = "cpu") -> PromptEQ | None:
     """``dsp.prompt_eq``'s corrections from the recorded ``prompt`` and the codec's rendering
@@ -64,7 +57,7 @@ def codec_eq(codec: Any, prompt: np.ndarray, prompt_codes: torch.Tensor,
     only the part the LMs hear (``prompt_codes``, its last samples): the more of a voice's
     sounds it holds, the fewer are corrected as a neighbour (research/JOURNAL.md). None
     without prompt frames. The last voice's corrections are kept for the next call."""
-    from aimusic.codec.stream import encode_stream
+    from aimusic.codec.stream import decode_all, roundtrip
 
     if prompt_codes.shape[1] == 0:
         return None
@@ -75,12 +68,11 @@ def codec_eq(codec: Any, prompt: np.ndarray, prompt_codes: torch.Tensor,
     if key in _EQ_CACHE:
         return _EQ_CACHE[key]
     device = torch.device(device)
-    if x.size > prompt_codes.shape[1] * hop:  # more than the LMs hear
-        codes, _ = encode_stream(codec, iter([np.ascontiguousarray(x, dtype=np.float32)]),
-                                 prompt_codes.shape[0], device=device)
-        rendered = _decode(codec, codes.long(), device)[:x.size]  # from x's first sample
+    if x.size > prompt_codes.shape[1] * hop:  # more than the LMs hear: from x's first sample
+        rendered = roundtrip(codec, np.ascontiguousarray(x, dtype=np.float32),
+                             prompt_codes.shape[0], device)
     else:  # the codes are of the prompt's last samples
-        rendered = _decode(codec, prompt_codes, device)
+        rendered = decode_all(codec, prompt_codes, device)
         x = x[x.size - min(x.size, rendered.size):]
     eq = prompt_eq(x, rendered, sr, 4 * hop)
     _EQ_CACHE.clear()  # the last voice only
