@@ -24,6 +24,7 @@ import argparse
 import concurrent.futures as cf
 import copy
 import hashlib
+import json
 import random
 import re
 import shutil
@@ -36,7 +37,7 @@ import threading
 import time
 import warnings
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,6 +50,7 @@ from aimusic.errors import AimusicError
 from aimusic.fileio import write_json
 
 FORMAT = "aimusic.corpus/1"
+JOURNAL = "build.journal.jsonl"  # tasks finished by a run that has not written its manifest
 SR = 24000
 RENDER_VERSION = 2  # bump when rendering changes, to invalidate cached files
 SPLITS = ("train", "val", "test")
@@ -487,16 +489,23 @@ def decode_track(task: dict) -> dict:
 # ---------------------------------------------------------------- the build
 
 
-def run_tasks(fn: Callable[[dict], dict], tasks: list[dict], workers: int) -> list[dict]:
-    """fn over tasks in order, in `workers` processes (fork; inline when 1)."""
+def run_tasks(fn: Callable[[dict], dict], tasks: list[dict], workers: int) -> Iterator[dict]:
+    """fn over tasks, results yielded in order as they come, in `workers` processes (fork;
+    inline when 1)."""
     if workers <= 1 or len(tasks) <= 1:
-        return [fn(t) for t in tasks]
+        yield from (fn(t) for t in tasks)
+        return
     with cf.ProcessPoolExecutor(min(workers, len(tasks))) as ex:
-        return list(ex.map(fn, tasks, chunksize=1))
+        yield from ex.map(fn, tasks, chunksize=1)
 
 
 class Build:
-    """The state of one run: old manifest for reuse, new entries, skipped items."""
+    """The state of one run: old manifest for reuse, new entries, skipped items.
+
+    Each finished task is also appended to a journal (JOURNAL in the output folder) as it
+    comes, so a run that is stopped before it writes the manifest loses nothing: the next
+    run reuses what the journal names. `done` removes the journal once the manifest is
+    written."""
 
     def __init__(self, out: Path, seed: int, workers: int) -> None:
         self.out, self.seed, self.workers = out, seed, workers
@@ -504,6 +513,13 @@ class Build:
         self.old = {e["key"]: e for e in old.get("entries", []) if "key" in e}
         self.old_skipped = {s["key"]: s["reason"] for s in old.get("skipped", []) if "key" in s}
         self.old_paths = {e["path"] for e in old.get("entries", [])}
+        self.journal = out / JOURNAL
+        for line in _read_journal(self.journal):
+            if "error" in line:
+                self.old_skipped[line["key"]] = line["error"]
+            for e in line.get("entries", []):
+                self.old[e["key"]] = e
+                self.old_paths.add(e["path"])
         self.entries: list[dict] = []
         self.skipped: list[dict] = []
         self.reused = 0
@@ -531,8 +547,13 @@ class Build:
         if todo:
             print(f"  {label}: {len(todo)} to build, {len(tasks) - len(todo)} kept", flush=True)
             t0 = time.time()
-            for t, r in zip(todo, run_tasks(fn, todo, self.workers)):
-                t["result"] = r
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.journal, "a") as journal:
+                for t, r in zip(todo, run_tasks(fn, todo, self.workers)):
+                    t["result"] = r
+                    line = {"key": t["key"], **r} if "error" in r else {"entries": r["entries"]}
+                    journal.write(json.dumps(line) + "\n")
+                    journal.flush()
             failed = sum("error" in t["result"] for t in todo)
             print(f"  {label}: built {len(todo) - failed}, {failed} failed, "
                   f"{time.time() - t0:.0f} s", flush=True)
@@ -559,9 +580,27 @@ class Build:
                 e["path"], e["split"] = new, split
 
 
-def _read_manifest(path: Path) -> dict:
-    import json
+    def done(self) -> None:
+        """The manifest is written: the journal of this run is no longer needed."""
+        self.journal.unlink(missing_ok=True)
 
+
+def _read_journal(path: Path) -> list[dict]:
+    """The lines of a build journal; a line torn by a stopped run is left out."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return []
+    lines = []
+    for raw in text.splitlines():
+        try:
+            lines.append(json.loads(raw))
+        except ValueError:
+            continue
+    return lines
+
+
+def _read_manifest(path: Path) -> dict:
     try:
         m = json.loads(path.read_text())
         return m if m.get("format") == FORMAT else {}
@@ -674,6 +713,7 @@ def build_corpus(out: Path, size: str = "default", seed: int = 0, workers: int =
     manifest["skipped"] = b.skipped
     manifest["reused"] = b.reused
     write_json(out / "manifest.json", manifest)
+    b.done()
     for stale in b.old_paths - {e["path"] for e in b.entries}:  # left by an earlier run
         if stale.split("/")[0] in ("rendered", "recorded", "pairs") and ".." not in stale:
             (out / stale).unlink(missing_ok=True)

@@ -300,6 +300,7 @@ def build_piano_corpus(out: Path, size: str = "default", seed: int = 0, workers:
         "reused": b.reused,
     }
     write_json(out / "manifest.json", manifest)
+    b.done()
     for stale in b.old_paths - {e["path"] for e in b.entries}:  # left by an earlier run
         if stale.startswith(("piano/", "pairs/")) and ".." not in stale:
             (out / stale).unlink(missing_ok=True)

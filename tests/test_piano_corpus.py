@@ -95,3 +95,27 @@ def test_the_plan_depends_only_on_the_seed() -> None:
     assert a == [mp.rendition_plan("piece", k, 0, pianos) for k in range(3)]
     assert len({p["soundfont"] for p in a}) == 3  # one piano per rendition while there are enough
     assert mp.room_for("piece", 0) == mp.room_for("piece", 0) != mp.room_for("piece", 1)
+
+
+def test_a_run_stopped_before_its_manifest_loses_nothing(tmp_path, monkeypatch) -> None:
+    from music21 import corpus
+
+    pieces = [mp.Piece(p, "bach", str(corpus.getWork(p))) for p in PIECES[:2]]
+    monkeypatch.setattr(mp, "list_candidates", lambda: pieces)
+    write_json = mp.write_json
+
+    def stopped(*args, **kwargs):  # the run ends (a kill, a reboot) before its manifest
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mp, "write_json", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        mp.build_piano_corpus(tmp_path, "small", seed=0, workers=1, max_pieces=2, max_seconds=3,
+                              pairs=0)
+    assert not (tmp_path / "manifest.json").exists()
+    mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.wav")}
+    assert len(mtimes) == 4
+    monkeypatch.setattr(mp, "write_json", write_json)
+    m = mp.build_piano_corpus(tmp_path, "small", seed=0, workers=1, max_pieces=2, max_seconds=3,
+                              pairs=0)
+    assert m["reused"] == 4 and {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.wav")} == mtimes
+    assert not (tmp_path / "build.journal.jsonl").exists()  # gone once the manifest is written
