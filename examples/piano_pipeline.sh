@@ -2,14 +2,17 @@
 # The solo piano chain (`make piano-pipeline`): the piano corpus, a piano codec trained on
 # from the music codec, a piano semantic model, the LMs (flat chain and the acoustic-only
 # baseline at the same budget), then the held-out test pieces continued and judged by the
-# spectral measures and the note judge. Budget with the defaults, on 2 cores: about 6
-# CPU-hours (corpus 0.5, codec 2 (an hour on two threads), semantic 0.5, tokens 0.5, LMs
-# 2.7 (four of 40 minutes, one thread each, two at a time)).
+# spectral measures and the note judge. Budget with the defaults, on 2 cores: about 5
+# CPU-hours (corpus 0.8, codec 1 (an hour on one thread, beside the semantic model's
+# 0.25), tokens 0.5, LMs 2.7 (four of 40 minutes, one thread each, two at a time)).
 #
 # A long budget is spent as several runs: every training step resumes where the last run
 # stopped (the codec and LMs keep their training state beside them), and each run adds
 # its minutes: CODEC_MINUTES=60 again trains the codec an hour more. A finished step
 # leaves a mark in $OUT/.done; delete it to train that step further.
+#
+# A new machine has none of $OUT: the codec then starts from the float16 weights kept in
+# research/checkpoints/piano (or, before there are any, from the music codec's).
 #
 # Knobs (environment): OUT, CORPUS, START_CODEC, CODEC_MINUTES, SEMANTIC_MINUTES,
 # LM_MINUTES, CLIPS, UNTIL=STEP (corpus, codec, semantic, tokenize, lms, report).
@@ -19,7 +22,9 @@ AIMUSIC=${AIMUSIC:-.venv/bin/aimusic}
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-piano}
 CORPUS=${CORPUS:-data/piano}
-START_CODEC=${START_CODEC:-aimusic/bundled/music/codec.safetensors}
+KEPT=research/checkpoints/piano  # float16 weights a later run (a new machine) starts from
+if [ -f "$KEPT/codec.safetensors" ]; then START_CODEC=${START_CODEC:-$KEPT/codec.safetensors}
+else START_CODEC=${START_CODEC:-research/checkpoints/music-codec/codec.safetensors}; fi
 CODEC_MINUTES=${CODEC_MINUTES:-60}
 SEMANTIC_MINUTES=${SEMANTIC_MINUTES:-15}
 LM_MINUTES=${LM_MINUTES:-40}
@@ -30,10 +35,23 @@ mkdir -p "$OUT/.done" "$M"
 
 source examples/steps.sh  # step NAME COMMAND...: skipped when $OUT/.done/NAME exists
 
-codec() {  # resume the piano codec, or start it from the music codec's weights
+codec() {  # resume the piano codec, or start it from kept weights (its schedule carries on)
   if [ -f "$M/codec.state.safetensors" ]; then how=(--resume); else how=(--init "$START_CODEC"); fi
-  AIMUSIC_THREADS=2 $AIMUSIC train-codec "$CORPUS/piano" -o "$M/codec.safetensors" \
-    "${how[@]}" --minutes "$CODEC_MINUTES"
+  AIMUSIC_THREADS=1 $AIMUSIC --quiet train-codec "$CORPUS/piano" -o "$M/codec.safetensors" \
+    "${how[@]}" --minutes "$CODEC_MINUTES" > "$OUT/codec.log" 2>&1
+  tail -n 1 "$OUT/codec.log"
+}
+
+semantic() {
+  AIMUSIC_THREADS=1 $AIMUSIC --quiet train-semantic "$CORPUS/piano" -o "$M/semantic.safetensors" \
+    --iterations 2 --minutes "$SEMANTIC_MINUTES" > "$OUT/semantic.log" 2>&1
+  tail -n 1 "$OUT/semantic.log"
+}
+
+models() {  # the codec and the semantic model do not depend on each other: one core each
+  (step codec codec) & local a=$!
+  step semantic semantic
+  wait $a
 }
 
 lm() {  # lm STAGE [LAYOUT]: one LM on one core, resumed when it has a training state
@@ -58,9 +76,7 @@ semantic_pairs() {  # do the tokens stay with the piano and move with the notes?
 }
 
 step corpus $PY examples/make_piano_corpus.py --out "$CORPUS" --size default
-step codec codec
-step semantic $AIMUSIC train-semantic "$CORPUS/piano" -o "$M/semantic.safetensors" \
-  --iterations 2 --minutes "$SEMANTIC_MINUTES"
+models
 step semantic-pairs semantic_pairs
 step tokenize $AIMUSIC tokenize "$CORPUS/piano" -o "$OUT/tokens" --models "$M" --workers 2
 step lms lms
