@@ -98,7 +98,7 @@ class Size:
     pairs: int
 
 
-SIZES = {"small": Size(6, 2, 12.0, 1), "default": Size(900, 2, 45.0, 12)}
+SIZES = {"small": Size(6, 2, 12.0, 1), "default": Size(920, 2, 45.0, 12)}
 
 
 def installed_pianos() -> list[tuple[str, int]]:
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--out", type=Path, default=Path("data/piano"), help="output folder")
     ap.add_argument("--size", choices=sorted(SIZES), default="default",
-                    help="small: 6 pieces x 2 renditions of 12 s; default: 900 x 2 of 45 s")
+                    help="small: 6 pieces x 2 renditions of 12 s; default: 920 x 2 of 45 s")
     ap.add_argument("--seed", type=int, default=0, help="picks pieces, pianos, rooms, splits")
     ap.add_argument("--workers", type=int, default=2,
                     help="processes (the results do not depend on it)")

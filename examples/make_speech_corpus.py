@@ -844,7 +844,6 @@ def build_corpus(out: Path, size: str = "default", seed: int = 0, workers: int =
     }
     write_jsonl(out / "manifest.jsonl", entries)
     write_json(out / "manifest.json", summary)
-    b.done()
     _remove_empty_dirs(out / "wav")
     return {**summary, "entries": entries}
 

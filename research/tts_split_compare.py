@@ -57,8 +57,9 @@ import torch
 from aimusic.fileio import write_json
 from aimusic.gen.decode import Decoder
 from aimusic.lm import layouts as L
+from aimusic.lm.loop import lr_at, make_optimizer, plan_steps
 from aimusic.lm.model import PRESETS, LMConfig, TokenLM, load_lm, next_token_loss, save_lm
-from aimusic.lm.train import TRAIN_PRESETS, lr_at, make_optimizer, plan_steps, split_items
+from aimusic.lm.train import TRAIN_PRESETS, split_items
 from aimusic.runtime import configure_threads
 from aimusic.tokens.reader import TokenDataset
 from aimusic.voice.evaluate import read_corpus

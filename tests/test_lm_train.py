@@ -23,19 +23,16 @@ from aimusic.errors import AimusicError, ArtifactError
 from aimusic.fileio import write_json
 from aimusic.lm import layouts as L
 from aimusic.lm.baselines import StreamCounts, fit
+from aimusic.lm.loop import lr_at, plan_steps
 from aimusic.lm.model import PRESETS, LMConfig
 from aimusic.lm.train import (
     TRAIN_PRESETS,
-    StageData,
-    WindowSampler,
-    lr_at,
-    plan_steps,
     split_items,
     stage_config,
     stages_for,
-    tile_windows,
     train_lm,
 )
+from aimusic.lm.windows import StageData, WindowSampler, tile_windows
 from aimusic.tokens import TokenDataset
 from aimusic.tokens.shards import FileTokens, TokenSpec, build_manifest, shard_name, write_shard
 
@@ -238,14 +235,14 @@ def test_a_validation_too_small_to_measure_is_warned_about(tmp_path: Path, caplo
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tokens: Path, tmp_path: Path,
                                                              monkeypatch) -> None:
-    import aimusic.lm.train as tr
+    import aimusic.lm.loop as loop
 
     model_cfg, cfg = _configs("semantic", steps=2, val_every=2)
     train_lm(tokens, tmp_path, ["semantic"], model_cfg, cfg, CPU, show_progress=False)
     good = (tmp_path / "lm-semantic.safetensors").read_bytes()
-    monkeypatch.setattr(tr, "next_token_loss", lambda *a: torch.tensor(float("nan")))
+    monkeypatch.setattr(loop, "next_token_loss", lambda *a: torch.tensor(float("nan")))
     _, cfg4 = _configs("semantic", steps=4, val_every=2)
-    with pytest.raises(AimusicError, match="non-finite loss at step 2.*last good checkpoint"):
+    with pytest.raises(AimusicError, match="lm-semantic: non-finite loss at step 2.*last checkpoint is kept"):
         train_lm(tokens, tmp_path, ["semantic"], model_cfg, cfg4, CPU, resume=True,
                  show_progress=False)
     assert (tmp_path / "lm-semantic.safetensors").read_bytes() == good

@@ -2,6 +2,9 @@
 
 ``layouts`` lays tokens out in sequences for each stage (pure functions); ``model`` is the
 transformer, sampling and model files; the sampler that runs it is ``gen.decode.Decoder``.
+Training: ``windows`` draws each stage's training windows, ``loop`` is the one training
+loop (the reader's too), ``train`` puts them together per stage and measures the result
+beside count-based ``baselines``.
 """
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +40,11 @@ import torch
 from aimusic.artifacts import load_state, save_state, state_path
 from aimusic.errors import AimusicError
 from aimusic.lm import layouts as L
+from aimusic.lm import loop
 from aimusic.lm.baselines import BaselineScore, fit
+from aimusic.lm.loop import LMTrainConfig, Run
 from aimusic.lm.model import LMConfig, TokenLM, next_token_loss, save_lm
-from aimusic.lm.train import LMTrainConfig, lr_at, make_optimizer, plan_steps, split_items
+from aimusic.lm.train import split_items
 from aimusic.tokens.reader import TokenDataset
 
 log = logging.getLogger("aimusic")
@@ -235,69 +236,56 @@ def reading_ce(model: TokenLM, vocab: L.Vocab, readings: list[Reading], device: 
 # -- training --------------------------------------------------------------------------
 
 
+class ReadingBatches:
+    """The reader's training batches for the loop: random whole sentences, each after a
+    prefix of its voice (another sentence by the same voice, ``VoicePool``)."""
+
+    def __init__(self, vocab: L.Vocab, train: list[Reading], voice_tokens: int,
+                 batch_size: int, seed: int) -> None:
+        self.vocab, self.train, self.batch_size = vocab, train, batch_size
+        self.pool = VoicePool(train, voice_tokens) if voice_tokens else None
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        idx = torch.randint(len(self.train), (self.batch_size,), generator=self.gen).tolist()
+        ids, mask = reading_batch(self.vocab, [self.train[i] for i in idx],
+                                  self.pool.drawn(idx, self.gen) if self.pool is not None else None)
+        return ids, mask, int(mask.sum())
+
+    def state(self) -> torch.Tensor:
+        return self.gen.get_state()
+
+    def set_state(self, state: torch.Tensor) -> None:
+        self.gen.set_state(state)
+
+
 def fit_reading(model: TokenLM, train: list[Reading], val: list[Reading], cfg: LMTrainConfig,
                 device: torch.device, state_file: Path | None = None, resume: bool = False,
                 on_val: Any = None, show_progress: bool = True) -> dict[str, Any]:
-    """Train ``model`` on ``train`` (random batches of whole sentences), measuring ``val``
-    every ``val_every`` steps; the training state goes to ``state_file`` at each
+    """Train ``model`` on ``train`` with the shared loop (``lm.loop.fit``), measuring
+    ``val`` every ``val_every`` steps; the training state goes to ``state_file`` at each
     measurement (``resume`` continues from it). ``on_val(model, metrics)`` is called after
     each measurement. Returns the last metrics and the history."""
-    from aimusic.progress import TrainProgress
-
-    vocab = model.cfg.layout
-    pool = VoicePool(train, model.cfg.voice_tokens) if model.cfg.voice_tokens else None
-    model.to(device).train()
-    opt = make_optimizer(model, cfg, device)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    step, history, planned, elapsed = 0, [], cfg.steps, 0.0
+    model.to(device)
+    opt = loop.make_optimizer(model, cfg, device)
+    batches = ReadingBatches(model.cfg.layout, train, model.cfg.voice_tokens, cfg.batch_size,
+                             cfg.seed)
+    run = Run()
     if resume and state_file is not None:
-        st = load_state(state_file)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        gen.set_state(st["gen"])
-        step, history, planned, elapsed = st["step"], st["history"], st["planned"], st["elapsed"]
-        if step >= planned:  # a finished run resumed is extended: to --steps, or by --minutes
-            planned, elapsed = cfg.steps, 0.0
-    metrics: dict[str, Any] = history[-1] if history else {}
-    t0, start = time.monotonic() - elapsed, step
-    with TrainProgress("reading", planned, step, show_progress) as bar:
-        while step < planned:
-            idx = torch.randint(len(train), (cfg.batch_size,), generator=gen).tolist()
-            ids, mask = reading_batch(vocab, [train[i] for i in idx],
-                                      pool.drawn(idx, gen) if pool is not None else None)
-            ids, mask = ids.to(device), mask.to(device)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg, planned)
-            loss = next_token_loss(model(ids), ids, mask)
-            if not math.isfinite(float(loss.detach())):
-                raise AimusicError(f"reading LM: non-finite loss at step {step}; lower the "
-                                   "learning rate (train: {lr: ...} in --config)")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
-            elapsed = time.monotonic() - t0
-            if cfg.minutes > 0:
-                planned = plan_steps(cfg, step, step - start, elapsed)
-                bar.set_total(planned)
-                if elapsed >= cfg.minutes * 60:
-                    planned = step
-            bar.update(step, {"loss": float(loss.detach())})
-            if step % cfg.val_every == 0 or step >= planned:
-                metrics = {"step": step, "train_ce": float(loss.detach()),
-                           "val_ce": reading_ce(model, vocab, val, device),
-                           "seconds": round(elapsed, 1)}
-                history.append(metrics)
-                bar.note(metrics)
-                if on_val is not None:
-                    on_val(model, metrics)
-                if state_file is not None:
-                    save_state(state_file, {"model": model.state_dict(), "opt": opt.state_dict(),
-                                            "gen": gen.get_state(), "step": step,
-                                            "history": history, "planned": planned,
-                                            "elapsed": elapsed})
-    return {**metrics, "history": history}
+        run = loop.restore(load_state(state_file), model, opt, batches, cfg, device)
+
+    def validate(step: int) -> dict[str, Any]:
+        return {"step": step, "val_ce": reading_ce(model, model.cfg.layout, val, device)}
+
+    def checkpoint(run: Run) -> None:
+        if on_val is not None:
+            on_val(model, run.history[-1])
+        if state_file is not None:
+            save_state(state_file, loop.snapshot(model, opt, batches, run, device))
+
+    loop.fit(model, opt, batches, cfg, device, run, name="reading", validate=validate,
+        checkpoint=checkpoint, show_progress=show_progress)
+    return {**run.history[-1], "history": run.history}
 
 
 def reading_config(model_cfg: LMConfig, ds: TokenDataset, voice_tokens: int) -> LMConfig:
