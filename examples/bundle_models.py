@@ -93,11 +93,14 @@ def main() -> None:
     ap.add_argument("--float32", action="store_true", help="keep the LMs in float32")
     ap.add_argument("--half-codec", type=Path, metavar="DST",
                     help="only write SRC (a codec file) to DST as float16, then stop")
+    ap.add_argument("--half-lm", type=Path, metavar="DST",
+                    help="only write SRC (an LM file) to DST as float16, then stop")
     a = ap.parse_args()
-    if a.half_codec:
-        half_codec(a.src, a.half_codec)
-        print(f"{a.half_codec}  {a.half_codec.stat().st_size / 1e6:.1f} MB  {file_hash(a.half_codec)}")
-        return
+    for dst, half in ((a.half_codec, half_codec), (a.half_lm, half_lm)):
+        if dst:
+            half(a.src, dst)
+            print(f"{dst}  {dst.stat().st_size / 1e6:.1f} MB  {file_hash(dst)}")
+            return
     out = ROOT / "aimusic" / "bundled" / a.name
     files = bundle(a.src, out, a.stages.split(","), half=not a.float32)
     total = sum(f.stat().st_size for f in files)

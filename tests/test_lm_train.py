@@ -330,3 +330,22 @@ def test_splits_stages_schedule_and_windows(tokens: Path) -> None:
     first = [s.draw() for _ in range(5)]
     s.set_state(state)
     assert [s.draw() for _ in range(5)] == first
+
+
+def test_init_starts_from_a_trained_lm_with_a_fresh_schedule(tokens: Path, tmp_path: Path) -> None:
+    """--init: the weights of another models directory's LM (a new machine carrying on from
+    kept float16 files), a fresh optimizer and schedule, and its training recorded."""
+    model_cfg, cfg = _configs("semantic", steps=4, val_every=2)
+    train_lm(tokens, tmp_path / "a", ["semantic"], model_cfg, cfg, CPU, show_progress=False)
+    b = train_lm(tokens, tmp_path / "b", ["semantic"], model_cfg, cfg, CPU, show_progress=False,
+                 init=tmp_path / "a")
+    a_log, b_log = _log(tmp_path / "a", "semantic"), _log(tmp_path / "b", "semantic")
+    a_last = [x for x in a_log if "val_ce" in x and not x.get("final")][-1]
+    b_first = [x for x in b_log if "val_ce" in x][0]
+    assert b_first["step"] == 0 and b_first["val_ce"] == a_last["val_ce"]  # the same weights
+    assert b_log[0]["event"] == "start" and b_log[0]["init_steps"] == 4
+    extra = read_metadata(tmp_path / "b" / "lm-semantic.safetensors")["extra"]
+    assert extra["init_steps"] == 4 and extra["steps"] == 4 and b["semantic"]["step"] == 4
+    with pytest.raises(ArtifactError, match="expected the semantic LM|not found"):
+        train_lm(tokens, tmp_path / "c", ["coarse"], model_cfg, cfg, CPU, show_progress=False,
+                 init=tmp_path / "a")  # no coarse LM there

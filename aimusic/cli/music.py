@@ -339,6 +339,11 @@ def train_lm_cmd(
     ] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Windows per step.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the saved training states.")] = False,
+    init: Annotated[
+        Optional[Path], typer.Option(help="Start each stage from this models directory's LM "
+                                          "(weights only: a fresh optimizer and schedule), "
+                                          "where there is no state to resume.")
+    ] = None,
 ) -> None:
     """Train the token language models (semantic, coarse, fine) on a token directory."""
     from aimusic.lm.model import PRESETS
@@ -351,7 +356,7 @@ def train_lm_cmd(
         flags = {"steps": steps, "minutes": minutes, "batch_size": batch_size}
         model_cfg, train_cfg = train_configs(PRESETS, TRAIN_PRESETS, preset, config, flags)
         results = train_lm(tokens_dir, out_dir, stages, model_cfg, train_cfg, resolve_device(),
-                           resume=resume)
+                           resume=resume, init=init)
     for s, r in results.items():
         if r:  # empty on processes other than the main one
             print_lm_result(s, r)

@@ -194,8 +194,12 @@ class _Counts:
 
 def train_lm(tokens_dir: str | Path, out_dir: str | Path, stages: list[str], model_cfg: LMConfig,
              train_cfg: LMTrainConfig, device: torch.device, resume: bool = False,
-             show_progress: bool = True) -> dict[str, dict[str, Any]]:
+             show_progress: bool = True,
+             init: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """Train the stages in turn on a token directory; ``out_dir/lm-<stage>.safetensors``.
+
+    ``init``: a models directory whose LMs (float16 is fine) each stage starts from, with
+    a fresh optimizer and schedule, where it has no training state to resume.
 
     Returns each stage's final figures (empty on processes other than the main one).
     """
@@ -220,7 +224,7 @@ def train_lm(tokens_dir: str | Path, out_dir: str | Path, stages: list[str], mod
             results[stage] = _train_stage(
                 ds, train_items, val_items or train_items, stage, lm_path(out_dir, stage),
                 model_cfg, train_cfg, device, resume, len(stages) > 1, dist_info, show_progress,
-                counts, str(tokens_dir))
+                counts, str(tokens_dir), lm_path(init, stage) if init is not None else None)
         return results
 
 
@@ -254,15 +258,46 @@ def _resumed_state(state_file: Path, stage: str, ds: TokenDataset, cfg: LMTrainC
     return state
 
 
+def _warm_start(init: Path, stage: str, ds: TokenDataset, model_cfg: LMConfig,
+                main: bool) -> tuple[TokenLM, dict[str, Any]]:
+    """The LM at ``init`` to start a stage from, and what the new file records of it: its
+    hash and the steps and seconds of training behind it (its own and its origin's)."""
+    from aimusic.artifacts import read_metadata
+    from aimusic.lm.model import load_lm
+
+    warm = load_lm(init, stage)
+    vocab = ("clusters", "levels", "codebook_size", "coarse_levels")
+    if any(getattr(warm.cfg, k) != getattr(model_cfg, k) for k in vocab):
+        raise ArtifactError(init, "has another vocabulary than these tokens (" + ", ".join(
+            f"{k} {getattr(warm.cfg, k)} against {getattr(model_cfg, k)}" for k in vocab) + ")")
+    if warm.depends != ds.depends and main:
+        log.warning("%s was trained on tokens of other models (%s); starting from it anyway",
+                    init, ", ".join(f"{k} {v}" for k, v in sorted(warm.depends.items())))
+    extra = read_metadata(init).get("extra", {})
+    steps = int(extra.get("steps", 0)) + int(extra.get("init_steps", 0))
+    seconds = float(extra.get("train_seconds", 0.0)) + float(extra.get("init_seconds", 0.0))
+    if main:
+        log.info("%s: starting from %s (%d steps before)", stage, init, steps)
+    return warm, {"init": f"{init} {warm.source_hash}", "init_steps": steps,
+                  "init_seconds": round(seconds, 1)}
+
+
 def _train_stage(ds: TokenDataset, train_items: list[int], val_items: list[int], stage: str,
                  out: Path, base_cfg: LMConfig, cfg: LMTrainConfig, device: torch.device,
                  resume: bool, missing_ok: bool, dist_info: DistInfo, show_progress: bool,
-                 counts: _Counts, data_desc: str) -> dict[str, Any]:
+                 counts: _Counts, data_desc: str, init: Path | None = None) -> dict[str, Any]:
     """One stage: a model and its batches for the shared loop (``loop.fit``), then the
-    final measurement beside the baselines."""
+    final measurement beside the baselines. ``init``: an LM file to start from when there
+    is no state to resume."""
     state_file = state_path(out)
     state = _resumed_state(state_file, stage, ds, cfg, resume, missing_ok, dist_info.main)
     model_cfg = stage_config(base_cfg, stage, ds)
+    warm, origin = None, dict[str, Any]()
+    if state is None and init is not None:
+        warm, origin = _warm_start(init, stage, ds, model_cfg, dist_info.main)
+        model_cfg = warm.cfg
+    elif state is not None:
+        origin = dict(state.get("origin", {}))
     if state is not None:
         model_cfg = config_from_dict(LMConfig, state["model_config"], str(state_file))
         # a finished run resumed is a run extended: a new --minutes budget counts from now
@@ -283,6 +318,8 @@ def _train_stage(ds: TokenDataset, train_items: list[int], val_items: list[int],
     units = np.array([sd.units(int(n)) for n in ds.semantic_lengths], dtype=np.int64)
     torch.manual_seed(cfg.seed)
     model = TokenLM(model_cfg).to(device)
+    if warm is not None:
+        model.load_state_dict(warm.state_dict())
     torch.manual_seed(cfg.seed * 1000 + dist_info.rank)  # dropout differs between ranks
     opt = make_optimizer(model, cfg, device)
     batches = StageBatches(ds, sd, WindowSampler(units, train_items, sd.n, cfg.seed),
@@ -316,14 +353,17 @@ def _train_stage(ds: TokenDataset, train_items: list[int], val_items: list[int],
         save_lm(model, out, depends=ds.depends,
                 extra={"steps": run.step, "data": data_desc, "window": sd.n,
                        **{k: v for k, v in metrics.items() if k != "step"},
-                       **run.throughput(), **final})
+                       **run.throughput(), **origin, **final})
         save_state(state_file, {**snapshot(model, opt, batches, run, device), "final": final,
+                                "origin": origin,
                                 "depends": ds.depends, "model_config": config_to_dict(model_cfg),
                                 "train_config": config_to_dict(cfg)})
 
     if dist_info.main and state is None:
         out.parent.mkdir(parents=True, exist_ok=True)
         log_file.unlink(missing_ok=True)  # a fresh run starts a fresh log
+        if origin:
+            write_log({"event": "start", **origin})
     name = out.name.removesuffix(".safetensors")
     start = time.monotonic()
     fit(model, opt, batches, cfg, device, run, name=name, validate=validate,
