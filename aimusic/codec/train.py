@@ -1,4 +1,5 @@
-"""Codec training: the loop is visible here, from batch to checkpoint.
+"""Codec training: ``CodecRun`` holds a run's models, optimizers and random sources and
+takes one step; ``_train`` is the loop around it, from batch to checkpoint.
 
 Per step: random segments -> codec (with quantizer dropout) -> multi-scale mel loss and
 commitment; after ``adv_start`` steps also a discriminator step (hinge) and the
@@ -32,7 +33,7 @@ from aimusic.codec.model import Codec, CodecConfig, save_codec
 from aimusic.codec.modules import SpectralDecoder
 from aimusic.config import config_from_dict, config_to_dict
 from aimusic.data import SegmentSampler, fixed_clips, scan_all
-from aimusic.distributed import any_true, process_group
+from aimusic.distributed import DistInfo, any_true, process_group
 from aimusic.dsp import mel_distance, multiscale_mel_loss, normalized_entropy, si_sdr
 from aimusic.errors import AimusicError
 from aimusic.fileio import atomic_path
@@ -221,6 +222,138 @@ def log_path(model: Path) -> Path:
     return model.with_name(model.name.removesuffix(".safetensors") + ".log.jsonl")
 
 
+class CodecRun:
+    """One run of codec training: the codec and its discriminator, their optimizers, the
+    random sources (segments, quantizer dropout), where the schedule stands (its step, the
+    minutes behind it, the step this optimizer started at), and one training step."""
+
+    def __init__(self, model_cfg: CodecConfig, cfg: CodecTrainConfig, device: torch.device,
+                 dist_info: DistInfo, files: list, init: str | Path | None,
+                 start_from: Codec | None, state: dict[str, Any] | None) -> None:
+        self.model_cfg, self.cfg, self.device, self.dist_info = model_cfg, cfg, device, dist_info
+        torch.manual_seed(cfg.seed)
+        codec = Codec(model_cfg)
+        self.step, self.minutes_before, self.opt_start = 0, 0.0, 0
+        self.history: list[dict[str, Any]] = []
+        if start_from is not None:
+            frames = cfg.batch_size * math.ceil(cfg.segment_seconds * model_cfg.frame_rate)
+            codec.init_from(start_from, per_code=frames / model_cfg.codebook_size)
+            done = read_metadata(init)["extra"]  # type: ignore[arg-type]
+            self.step = self.opt_start = int(done.get("steps", 0))
+            self.minutes_before = float(done.get("minutes", 0.0))
+            log.info("starting from %s (%s) at step %d", init, start_from.source_hash, self.step)
+        self.codec = codec.to(device)
+        self.started_from = (state or {}).get("init") or (
+            None if start_from is None else {"path": str(init), "hash": start_from.source_hash,
+                                             "tokens": start_from.tokens_hash, "step": self.step})
+        if cfg.decoder_only and not self.started_from:
+            raise AimusicError("decoder-only training needs --init CODEC: the trained codec whose "
+                               "encoder and codebooks (and so whose tokens) it keeps")
+        self.frozen = (codec.encoder, codec.quantizer) if cfg.decoder_only else ()
+        self.tokens_of = (self.started_from.get("tokens") or self.started_from["hash"]
+                          if cfg.decoder_only and self.started_from else None)
+        for m in self.frozen:
+            m.requires_grad_(False)
+        self.disc = MultiScaleSTFTDiscriminator(cfg.disc_ffts, cfg.disc_channels).to(device)
+        self.opt_g = torch.optim.AdamW([p for p in codec.parameters() if p.requires_grad],
+                                       lr=cfg.lr, betas=(0.5, 0.9))
+        self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
+        self.sampler = SegmentSampler(files, model_cfg.sample_rate, cfg.segment_seconds,
+                                      seed=cfg.seed * 1000 + dist_info.rank + self.step)
+        self.dropout_gen = torch.Generator().manual_seed(cfg.seed + self.step)
+        if state is not None:
+            self._load(state)
+        self.g_model: torch.nn.Module = self.codec
+        self.d_model: torch.nn.Module = self.disc
+        if dist_info.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [dist_info.local_rank] if device.type == "cuda" else None
+            self.g_model = DDP(self.codec, device_ids=ids, broadcast_buffers=False)
+            self.d_model = DDP(self.disc, device_ids=ids, broadcast_buffers=False)
+        self.bf16 = cfg.bf16 and fast_bf16(device)
+        self.weights = {"mel/loss": cfg.w_mel, "wave/l1": cfg.w_wave, "vq/commit": cfg.w_commit,
+                        "spec/mag": cfg.w_spec, "phase/ip": cfg.w_phase,
+                        "phase/gd": cfg.w_phase, "phase/iaf": cfg.w_phase,
+                        "adv/gen": cfg.w_adv, "adv/feat": cfg.w_feat}
+        self.head = codec.decoder if isinstance(codec.decoder, SpectralDecoder) else None
+        self.spectral = self.head is not None and (cfg.w_spec > 0 or cfg.w_phase > 0)
+        self.spec_from = 0 if self.started_from else cfg.spec_start  # a trained codec: no warm-up
+
+    def _load(self, state: dict[str, Any]) -> None:
+        self.codec.load_state_dict(state["codec"])
+        self.disc.load_state_dict(state["disc"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.sampler.set_state(state["sampler"])
+        self.dropout_gen.set_state(state["dropout_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.history = int(state["step"]), list(state.get("history", []))
+        self.minutes_before = float(state.get("minutes", 0.0))
+        self.opt_start = int(state.get("opt_start", 0))
+
+    def state(self, minutes: float) -> dict[str, Any]:
+        """What ``--resume`` needs to continue exactly."""
+        return {"codec": self.codec.state_dict(), "disc": self.disc.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "sampler": self.sampler.state(), "dropout_rng": self.dropout_gen.get_state(),
+                "torch_rng": torch.get_rng_state(), "step": self.step, "history": self.history,
+                "minutes": minutes, "opt_start": self.opt_start,
+                "model_config": config_to_dict(self.model_cfg),
+                "train_config": config_to_dict(self.cfg), "init": self.started_from}
+
+    def train_step(self) -> dict[str, float]:
+        """One step: the discriminator's (after ``adv_start``), then the codec's on the
+        weighted losses. Returns the losses."""
+        cfg, device = self.cfg, self.device
+        for m in self.frozen:  # eval mode: the codebooks' EMA and dead-code restarts stay off
+            m.eval()
+        lr_scale = learning_rate(1.0, self.step, self.opt_start, cfg.warmup, cfg.lr_half_life)
+        for opt, base in ((self.opt_g, cfg.lr), (self.opt_d, cfg.disc_lr)):
+            for group in opt.param_groups:
+                group["lr"] = base * lr_scale
+        x = torch.from_numpy(self.sampler.batch(cfg.batch_size))[:, None].to(device)  # [B, 1, T]
+        n_levels = sample_levels(cfg.batch_size, self.model_cfg.levels, cfg.quantizer_dropout,
+                                 self.dropout_gen).to(device)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        with autocast:
+            y, _, commit, *spectrum = self.g_model(
+                x, n_levels, spectrum=self.spectral and self.step >= self.spec_from)
+        y = y.float()
+        losses = {"mel/loss": multiscale_mel_loss(x, y, self.model_cfg.sample_rate,
+                                                  cfg.mel_windows),
+                  "wave/l1": (x - y).abs().mean(), "vq/commit": commit.float()}
+        if spectrum and self.head is not None:
+            log_mag, phase = spectrum
+            losses.update(spectrum_losses(x, log_mag.float(), phase.float(), self.head))
+        if self.step >= cfg.adv_start:
+            with autocast:
+                d_loss = hinge_d_loss(self.d_model(x), self.d_model(y.detach()))
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.disc.parameters(), cfg.grad_clip)
+            self.opt_d.step()
+            with autocast:
+                fake = self.d_model(y)
+                with torch.no_grad():
+                    real = self.d_model(x)
+            losses["adv/gen"] = hinge_g_loss(fake).float()
+            losses["adv/feat"] = feature_matching_loss(real, fake).float()
+            losses["adv/disc"] = d_loss.detach().float()
+        total = sum(self.weights[k] * v for k, v in losses.items() if k in self.weights)
+        if any_true(not bool(torch.isfinite(total)), self.dist_info):
+            raise AimusicError(
+                f"non-finite loss at step {self.step} "
+                f"({', '.join(f'{k}={float(v.detach()):.3g}' for k, v in losses.items())}); "
+                "stopped; the last good checkpoint is kept (resume with --resume)")
+        self.opt_g.zero_grad(set_to_none=True)
+        total.backward()  # type: ignore[union-attr]
+        torch.nn.utils.clip_grad_norm_(self.codec.parameters(), cfg.grad_clip)
+        self.opt_g.step()
+        self.step += 1
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+
 def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progress, dist_info,
            init):
     state_file = state_path(out)
@@ -241,189 +374,70 @@ def _train(audio_dir, out, model_cfg, cfg, device, resume, val_dir, show_progres
     if dist_info.main:
         log.info("training on %d files, validating on %d (%d skipped)",
                  len(collection.train), len(collection.val), len(collection.skipped))
-    sr = model_cfg.sample_rate
-
-    torch.manual_seed(cfg.seed)
-    codec = Codec(model_cfg)
-    # the schedule: its step and training minutes so far, and where this optimizer started
-    step, minutes_before, opt_start, history = 0, 0.0, 0, []
-    if start_from is not None:
-        frames = cfg.batch_size * math.ceil(cfg.segment_seconds * model_cfg.frame_rate)
-        codec.init_from(start_from, per_code=frames / model_cfg.codebook_size)
-        done = read_metadata(init)["extra"]
-        step = opt_start = int(done.get("steps", 0))
-        minutes_before = float(done.get("minutes", 0.0))
-        log.info("starting from %s (%s) at step %d", init, start_from.source_hash, step)
-    codec = codec.to(device)
-    started_from = (state or {}).get("init") or (
-        None if start_from is None else {"path": str(init), "hash": start_from.source_hash,
-                                         "tokens": start_from.tokens_hash, "step": step})
-    if cfg.decoder_only and not started_from:
-        raise AimusicError("decoder-only training needs --init CODEC: the trained codec whose "
-                           "encoder and codebooks (and so whose tokens) it keeps")
-    frozen = (codec.encoder, codec.quantizer) if cfg.decoder_only else ()
-    tokens_of = (started_from.get("tokens") or started_from["hash"]
-                 if cfg.decoder_only and started_from else None)
-    for m in frozen:
-        m.requires_grad_(False)
-    disc = MultiScaleSTFTDiscriminator(cfg.disc_ffts, cfg.disc_channels).to(device)
-    opt_g = torch.optim.AdamW([p for p in codec.parameters() if p.requires_grad], lr=cfg.lr,
-                              betas=(0.5, 0.9))
-    opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
-    sampler = SegmentSampler(collection.train, sr, cfg.segment_seconds,
-                             seed=cfg.seed * 1000 + dist_info.rank + step)
-    dropout_gen = torch.Generator().manual_seed(cfg.seed + step)
+    r = CodecRun(model_cfg, cfg, device, dist_info, collection.train, init, start_from, state)
     if state is not None:
-        codec.load_state_dict(state["codec"])
-        disc.load_state_dict(state["disc"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        sampler.set_state(state["sampler"])
-        dropout_gen.set_state(state["dropout_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        step, history = int(state["step"]), list(state.get("history", []))
-        minutes_before = float(state.get("minutes", 0.0))
-        opt_start = int(state.get("opt_start", 0))
-        log.info("resumed %s at step %d", state_file, step)
-
-    g_model: torch.nn.Module = codec
-    d_model: torch.nn.Module = disc
-    if dist_info.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ids = [dist_info.local_rank] if device.type == "cuda" else None
-        g_model = DDP(codec, device_ids=ids, broadcast_buffers=False)
-        d_model = DDP(disc, device_ids=ids, broadcast_buffers=False)
-
-    val_clips = [c for _, c in fixed_clips(collection.val or collection.train, sr,
-                                           cfg.val_seconds, cfg.val_clips)]
-    use_bf16 = cfg.bf16 and fast_bf16(device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
-    weights = {"mel/loss": cfg.w_mel, "wave/l1": cfg.w_wave, "vq/commit": cfg.w_commit,
-               "spec/mag": cfg.w_spec, "phase/ip": cfg.w_phase, "phase/gd": cfg.w_phase,
-               "phase/iaf": cfg.w_phase, "adv/gen": cfg.w_adv, "adv/feat": cfg.w_feat}
-    head = codec.decoder if isinstance(codec.decoder, SpectralDecoder) else None
-    spectral = head is not None and (cfg.w_spec > 0 or cfg.w_phase > 0)
-    spec_from = 0 if started_from else cfg.spec_start  # a trained codec needs no warm-up
-    metrics: dict[str, Any] = history[-1] if history else {}
+        log.info("resumed %s at step %d", state_file, r.step)
+    val_clips = [c for _, c in fixed_clips(collection.val or collection.train,
+                                           model_cfg.sample_rate, cfg.val_seconds, cfg.val_clips)]
+    metrics: dict[str, Any] = r.history[-1] if r.history else {}
     start_time = time.monotonic()
-    progress = TrainProgress("codec", cfg.steps, start=step,
-                             enabled=show_progress and dist_info.main)
     history_file = log_path(out)
-    earlier = history if state is not None else _read_log(init)  # the schedule's runs so far
+    earlier = r.history if state is not None else _read_log(init)  # the schedule's runs so far
     run = 1 + max((h.get("run", 0) for h in earlier), default=0)
     if dist_info.main:
         _start_log(history_file, init if state is None else None, {
-            "event": "start", "run": run, "step": step, "minutes": round(minutes_before, 2),
+            "event": "start", "run": run, "step": r.step, "minutes": round(r.minutes_before, 2),
             "from": "resume" if state is not None else (
                 f"init {start_from.source_hash}" if start_from is not None else "scratch"),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "device": device.type, "threads": torch.get_num_threads(),
-            "bf16": use_bf16, "data": data_desc})
+            "bf16": r.bf16, "data": data_desc})
     sums: dict[str, float] = {}  # training losses summed since the last log line
-    n_sums, t_line, step_line = 0, start_time, step
+    n_sums, t_line, step_line = 0, start_time, r.step
 
     def minutes() -> float:
-        return minutes_before + (time.monotonic() - start_time) / 60
+        return r.minutes_before + (time.monotonic() - start_time) / 60
 
-    def checkpoint() -> None:
+    def measure_and_save() -> None:
+        nonlocal metrics, sums, n_sums, t_line, step_line
+        metrics = {"step": r.step, **validate(r.codec, val_clips, device)}
+        r.history.append({"run": run, "minutes": round(minutes(), 2), **metrics})
         if not dist_info.main:
             return
         total_min = round(minutes(), 2)
-        save_codec(codec, out, extra={"steps": step, "minutes": total_min, "data": data_desc,
-                                      **metrics,
-                                      **({"init": started_from} if started_from else {}),
-                                      **({"tokens_of": tokens_of} if tokens_of else {})})
-        save_state(state_file, {
-            "codec": codec.state_dict(), "disc": disc.state_dict(),
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "sampler": sampler.state(), "dropout_rng": dropout_gen.get_state(),
-            "torch_rng": torch.get_rng_state(), "step": step, "history": history,
-            "minutes": total_min, "opt_start": opt_start,
-            "model_config": config_to_dict(model_cfg), "train_config": config_to_dict(cfg),
-            "init": started_from,
-        })
-
-    def log_line() -> None:
-        nonlocal sums, n_sums, t_line, step_line
-        if not dist_info.main:
-            return
+        save_codec(r.codec, out, extra={"steps": r.step, "minutes": total_min,
+                                        "data": data_desc, **metrics,
+                                        **({"init": r.started_from} if r.started_from else {}),
+                                        **({"tokens_of": r.tokens_of} if r.tokens_of else {})})
+        save_state(state_file, r.state(total_min))
         now = time.monotonic()
-        line = {"run": run, "step": step, "minutes": round(minutes(), 2),
-                "lr": float(f"{opt_g.param_groups[0]['lr']:.4g}"),
-                "steps_per_s": round((step - step_line) / max(1e-9, now - t_line), 3),
+        line = {"run": run, "step": r.step, "minutes": total_min,
+                "lr": float(f"{r.opt_g.param_groups[0]['lr']:.4g}"),
+                "steps_per_s": round((r.step - step_line) / max(1e-9, now - t_line), 3),
                 "train": {k: round(v / max(1, n_sums), 5) for k, v in sums.items()}, **metrics}
         with open(history_file, "a") as f:
             f.write(json.dumps(line) + "\n")
-        sums, n_sums, t_line, step_line = {}, 0, now, step
+        sums, n_sums, t_line, step_line = {}, 0, now, r.step
 
-    with progress:
-        while step < cfg.steps:
+    with TrainProgress("codec", cfg.steps, start=r.step,
+                       enabled=show_progress and dist_info.main) as progress:
+        while r.step < cfg.steps:
             out_of_time = cfg.minutes > 0 and time.monotonic() - start_time > cfg.minutes * 60
             if any_true(out_of_time, dist_info):
                 break
-            for m in frozen:  # eval mode: the codebooks' EMA and dead-code restarts stay off
-                m.eval()
-            lr_scale = learning_rate(1.0, step, opt_start, cfg.warmup, cfg.lr_half_life)
-            for opt, base in ((opt_g, cfg.lr), (opt_d, cfg.disc_lr)):
-                for group in opt.param_groups:
-                    group["lr"] = base * lr_scale
-            x = torch.from_numpy(sampler.batch(cfg.batch_size))[:, None].to(device)  # [B, 1, T]
-            n_levels = sample_levels(cfg.batch_size, model_cfg.levels, cfg.quantizer_dropout,
-                                     dropout_gen).to(device)
-            with autocast:
-                y, _, commit, *spectrum = g_model(x, n_levels,
-                                                  spectrum=spectral and step >= spec_from)
-            y = y.float()
-            losses = {"mel/loss": multiscale_mel_loss(x, y, sr, cfg.mel_windows),
-                      "wave/l1": (x - y).abs().mean(),
-                      "vq/commit": commit.float()}
-            if spectrum and head is not None:
-                log_mag, phase = spectrum
-                losses.update(spectrum_losses(x, log_mag.float(), phase.float(), head))
-            if step >= cfg.adv_start:
-                with autocast:
-                    d_loss = hinge_d_loss(d_model(x), d_model(y.detach()))
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.grad_clip)
-                opt_d.step()
-                with autocast:
-                    fake = d_model(y)
-                    with torch.no_grad():
-                        real = d_model(x)
-                losses["adv/gen"] = hinge_g_loss(fake).float()
-                losses["adv/feat"] = feature_matching_loss(real, fake).float()
-                losses["adv/disc"] = d_loss.detach().float()
-            total = sum(weights[k] * v for k, v in losses.items() if k in weights)
-            if any_true(not bool(torch.isfinite(total)), dist_info):
-                raise AimusicError(
-                    f"non-finite loss at step {step} "
-                    f"({', '.join(f'{k}={float(v.detach()):.3g}' for k, v in losses.items())}); "
-                    f"stopped; the last good checkpoint is {out} (resume with --resume)")
-            opt_g.zero_grad(set_to_none=True)
-            total.backward()  # type: ignore[union-attr]
-            torch.nn.utils.clip_grad_norm_(codec.parameters(), cfg.grad_clip)
-            opt_g.step()
-            step += 1
-            now_losses = {k: float(v.detach()) for k, v in losses.items()}
-            for k, v in now_losses.items():
+            losses = r.train_step()
+            for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v
             n_sums += 1
-            progress.update(step, {k.split("/")[-1]: v for k, v in now_losses.items()})
-            if step % cfg.val_every == 0 or step == cfg.steps:
-                metrics = {"step": step, **validate(codec, val_clips, device)}
-                history.append({"run": run, "minutes": round(minutes(), 2), **metrics})
+            progress.update(r.step, {k.split("/")[-1]: v for k, v in losses.items()})
+            if r.step % cfg.val_every == 0 or r.step == cfg.steps:
+                measure_and_save()
                 progress.note(metrics)
-                checkpoint()
-                log_line()
-    if not history or history[-1]["step"] != step:  # stopped by the clock
-        metrics = {"step": step, **validate(codec, val_clips, device)}
-        history.append({"run": run, "minutes": round(minutes(), 2), **metrics})
-        checkpoint()
-        log_line()
+        steps_done = progress.steps_done
+    if not r.history or r.history[-1]["step"] != r.step:  # stopped by the clock
+        measure_and_save()
     metrics["elapsed_s"] = round(time.monotonic() - start_time, 1)
-    metrics["steps_per_s"] = round(progress.steps_done / max(1e-9, metrics["elapsed_s"]), 3)
+    metrics["steps_per_s"] = round(steps_done / max(1e-9, metrics["elapsed_s"]), 3)
     if math.isnan(metrics.get("mel_distance", 0.0)):
         raise AimusicError(f"validation produced NaN; see {out}")
     return metrics
