@@ -62,6 +62,7 @@ from aimusic.lm.model import PRESETS, LMConfig, TokenLM, load_lm, next_token_los
 from aimusic.lm.train import TRAIN_PRESETS, split_items
 from aimusic.runtime import configure_threads
 from aimusic.tokens.reader import TokenDataset
+from aimusic.voice import layout as VL
 from aimusic.voice.evaluate import read_corpus
 from aimusic.voice.tts import VOICE_MATCH, transcripts_for
 
@@ -261,7 +262,7 @@ def score_split(reader: TokenLM, coarse: TokenLM, u: Utterances,
         _, sa, ca = u.get(a)
         pb, sb, cb = u.get(b)
         voice = sa[:reader.cfg.voice_tokens] if reader.cfg.voice_tokens else None
-        ids, mask = L.reading_sequence(rv, pb, sb, end=False, voice=voice)
+        ids, mask = VL.reading_sequence(rv, pb, sb, end=False, voice=voice)
         k = int(mask[1:].sum())
         read_bits += float(next_token_loss(reader(ids[None]), ids[None], mask[None])) * k / LN2
         sem, codes = torch.cat([sa, sb]), torch.cat([ca, cb], -1)

@@ -19,46 +19,47 @@ from aimusic.lm import layouts as L
 from aimusic.lm.model import LMConfig, TokenLM, load_lm
 from aimusic.lm.train import LMTrainConfig
 from aimusic.semantic.model import load_semantic
+from aimusic.voice import layout as VL
 from aimusic.voice import tts as T
 
 VOCAB = L.Vocab(clusters=16, levels=8, codebook_size=64, phonemes=10)
 
 
 def test_reading_layout_round_trip_mask_and_allowed_ids() -> None:
-    ids, mask = L.reading_sequence(VOCAB, [7, 9], [4, 4, 1])
+    ids, mask = VL.reading_sequence(VOCAB, [7, 9], [4, 4, 1])
     # BOS, phonemes at 20 + p, SEP, semantic at 3 + s, END at 19
     assert ids.tolist() == [1, 27, 29, 2, 7, 7, 4, 19]
     assert mask.tolist() == [False] * 4 + [True] * 4
-    assert L.reading_from_sequence(VOCAB, ids, 2).tolist() == [4, 4, 1]
-    assert L.reading_from_sequence(VOCAB, ids[:-2], 2).tolist() == [4, 4]  # no END yet
-    open_ids, open_mask = L.reading_sequence(VOCAB, [7, 9], [], end=False)
+    assert VL.reading_from_sequence(VOCAB, ids, 2).tolist() == [4, 4, 1]
+    assert VL.reading_from_sequence(VOCAB, ids[:-2], 2).tolist() == [4, 4]  # no END yet
+    open_ids, open_mask = VL.reading_sequence(VOCAB, [7, 9], [], end=False)
     assert open_ids.tolist() == [1, 27, 29, 2] and not open_mask.any()
-    allowed = L.allowed_reading(VOCAB, 2)
+    allowed = VL.allowed_reading(VOCAB, 2)
     assert allowed(0) == (1, 2) and allowed(1) == (20, 30) and allowed(3) == (2, 3)
     assert allowed(4) == (3, 20)  # every semantic id, and END
     assert VOCAB.stage_size("reading", 3) == 30
     with pytest.raises(ValueError, match="phonemes out of range"):
-        L.reading_sequence(VOCAB, [10], [1])
+        VL.reading_sequence(VOCAB, [10], [1])
     with pytest.raises(ValueError, match="SEP"):
-        L.reading_from_sequence(VOCAB, ids, 1)
+        VL.reading_from_sequence(VOCAB, ids, 1)
     with pytest.raises(ValueError, match="not windowed"):
         L.sequence_length("reading", VOCAB, 4, 3)
 
 
 def test_reading_layout_with_a_voice_prefix() -> None:
-    ids, mask = L.reading_sequence(VOCAB, [7, 9], [4, 4, 1], voice=[5, 6])
+    ids, mask = VL.reading_sequence(VOCAB, [7, 9], [4, 4, 1], voice=[5, 6])
     # BOS, the voice's semantic tokens, SEP, phonemes, SEP, semantic, END
     assert ids.tolist() == [1, 8, 9, 2, 27, 29, 2, 7, 7, 4, 19]
     assert mask.tolist() == [False] * 7 + [True] * 4
-    assert L.reading_from_sequence(VOCAB, ids, 2, n_voice=2).tolist() == [4, 4, 1]
-    allowed = L.allowed_reading(VOCAB, 2, n_voice=2)
+    assert VL.reading_from_sequence(VOCAB, ids, 2, n_voice=2).tolist() == [4, 4, 1]
+    allowed = VL.allowed_reading(VOCAB, 2, n_voice=2)
     assert [allowed(i) for i in range(8)] == [(1, 2), (3, 19), (3, 19), (2, 3), (20, 30),
                                               (20, 30), (2, 3), (3, 20)]
-    empty, _ = L.reading_sequence(VOCAB, [7], [4], voice=[])  # no voice heard: BOS SEP ...
+    empty, _ = VL.reading_sequence(VOCAB, [7], [4], voice=[])  # no voice heard: BOS SEP ...
     assert empty.tolist() == [1, 2, 27, 2, 7, 19]
-    assert L.allowed_reading(VOCAB, 1, n_voice=0)(1) == (2, 3)
+    assert VL.allowed_reading(VOCAB, 1, n_voice=0)(1) == (2, 3)
     with pytest.raises(ValueError, match="SEP"):
-        L.reading_from_sequence(VOCAB, ids, 2, n_voice=1)
+        VL.reading_from_sequence(VOCAB, ids, 2, n_voice=1)
 
 
 def test_voice_pool_takes_another_sentence_of_the_same_voice() -> None:

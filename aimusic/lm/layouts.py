@@ -24,12 +24,10 @@ Stages (AudioLM, Borsos et al. 2022; MusicGen's delay pattern, Copet et al. 2023
   coarse LM that never sees semantic tokens; generation skips the semantic stage). Its
   windows count semantic tokens' worth of frames, as the coarse stage's do, and its
   table is the coarse stage's
-- ``reading`` (text to speech, SPEAR-TTS's "reading" model): ``BOS p0 p1 .. SEP s0 s1 ..
-  END``, the phonemes of a sentence then the semantic tokens of it spoken, ``END`` when
-  the speech ends; a reader with a voice prefix reads ``BOS v0 .. SEP`` first, semantic
-  tokens of the voice it is to speak in. It never sees acoustic ids, so its own symbols
-  take the ids above the semantic range: ``END`` at ``acoustic_offset``, then the phoneme
-  inventory (``aimusic.text.phonemes``). Its table stops after the phonemes
+- ``reading`` (the voice's text-to-speech stage, laid out in ``aimusic.voice.layout``):
+  it never sees acoustic ids, so its own symbols take the ids above the semantic range:
+  ``END`` at ``acoustic_offset``, then the phoneme inventory. Its table stops after the
+  phonemes; ``Vocab`` holds those ids so every stage shares one id space
 
 Each builder returns ``(ids, mask)``: ``mask`` is True where the token is a prediction
 target (predicted from the position before it), so a loss reads ``mask[..., 1:]``. The
@@ -118,33 +116,33 @@ class Vocab:
 
     def phoneme_ids(self, phonemes: Any) -> torch.Tensor:
         """Phoneme ids of the inventory [...] -> the reading stage's ids [...]."""
-        t = _long(phonemes)
-        _check(t, 0, self.phonemes, "phonemes")
+        t = as_ids(phonemes)
+        check_range(t, 0, self.phonemes, "phonemes")
         return t + self.phoneme_offset
 
     def semantic_ids(self, tokens: Any) -> torch.Tensor:
         """Semantic tokens [...] (0..clusters-1) -> ids [...]."""
-        t = _long(tokens)
-        _check(t, 0, self.clusters, "semantic tokens")
+        t = as_ids(tokens)
+        check_range(t, 0, self.clusters, "semantic tokens")
         return t + self.semantic_offset
 
     def semantic_tokens(self, ids: Any) -> torch.Tensor:
         """Inverse of ``semantic_ids``."""
-        t = _long(ids)
-        _check(t, *self.semantic_range(), "semantic ids")
+        t = as_ids(ids)
+        check_range(t, *self.semantic_range(), "semantic ids")
         return t - self.semantic_offset
 
     def acoustic_ids(self, codes: Any, first_level: int = 0) -> torch.Tensor:
         """Codes [..., K, F] of levels ``first_level .. first_level+K-1`` -> ids [..., K, F]."""
-        c = _long(codes)
-        _check(c, 0, self.codebook_size, "codes")
+        c = as_ids(codes)
+        check_range(c, 0, self.codebook_size, "codes")
         return c + self._offsets(first_level, c.shape[-2]).to(c.device)[:, None]
 
     def acoustic_codes(self, ids: Any, first_level: int = 0) -> torch.Tensor:
         """Inverse of ``acoustic_ids``: ids [..., K, F] -> codes [..., K, F]."""
-        t = _long(ids)
+        t = as_ids(ids)
         codes = t - self._offsets(first_level, t.shape[-2]).to(t.device)[:, None]
-        _check(codes, 0, self.codebook_size, f"ids of levels {first_level}..")
+        check_range(codes, 0, self.codebook_size, f"ids of levels {first_level}..")
         return codes
 
     def _offsets(self, first_level: int, k: int) -> torch.Tensor:
@@ -159,11 +157,13 @@ def check_stage(stage: str) -> None:
         raise ValueError(f"unknown LM stage {stage!r}; choose one of: {', '.join(STAGES)}")
 
 
-def _long(x: Any) -> torch.Tensor:
+def as_ids(x: Any) -> torch.Tensor:
+    """Token ids of any array-like, as an int64 tensor."""
     return torch.as_tensor(x).long()
 
 
-def _check(t: torch.Tensor, lo: int, hi: int, what: str) -> None:
+def check_range(t: torch.Tensor, lo: int, hi: int, what: str) -> None:
+    """Refuse ids outside [lo, hi), saying which and where they should be."""
     if t.numel() and (int(t.min()) < lo or int(t.max()) >= hi):
         raise ValueError(f"{what} out of range: found {int(t.min())}..{int(t.max())}, "
                          f"expected {lo}..{hi - 1}")
@@ -237,8 +237,8 @@ def semantic_sequence(vocab: Vocab, semantic: Any) -> tuple[torch.Tensor, torch.
 
 def semantic_from_sequence(vocab: Vocab, ids: Any) -> torch.Tensor:
     """Inverse of ``semantic_sequence``: ids [..., N+1] -> tokens [..., N]."""
-    t = _long(ids)
-    _check(t[..., :1], BOS, BOS + 1, "the first id (BOS)")
+    t = as_ids(ids)
+    check_range(t[..., :1], BOS, BOS + 1, "the first id (BOS)")
     return vocab.semantic_tokens(t[..., 1:])
 
 
@@ -269,7 +269,7 @@ def coarse_sequence(vocab: Vocab, semantic: Any, codes: Any,
     ```
     """
     sem = vocab.semantic_ids(semantic)
-    ac = _flatten(vocab.acoustic_ids(_long(codes)[..., :coarse_levels, :]))
+    ac = _flatten(vocab.acoustic_ids(as_ids(codes)[..., :coarse_levels, :]))
     ids = torch.cat([sem, _fill(sem, SEP), ac], -1)
     mask = torch.zeros_like(ids, dtype=torch.bool)
     mask[..., sem.shape[-1] + 1:] = True
@@ -279,8 +279,8 @@ def coarse_sequence(vocab: Vocab, semantic: Any, codes: Any,
 def coarse_from_sequence(vocab: Vocab, ids: Any, n_semantic: int,
                          coarse_levels: int) -> torch.Tensor:
     """Inverse of ``coarse_sequence``: ids -> coarse codes [..., Kc, F]."""
-    t = _long(ids)
-    _check(t[..., n_semantic:n_semantic + 1], SEP, SEP + 1, f"id {n_semantic} (SEP)")
+    t = as_ids(ids)
+    check_range(t[..., n_semantic:n_semantic + 1], SEP, SEP + 1, f"id {n_semantic} (SEP)")
     return vocab.acoustic_codes(_unflatten(t[..., n_semantic + 1:], coarse_levels))
 
 
@@ -317,7 +317,7 @@ def acoustic_sequence(vocab: Vocab, codes: Any,
     mask    F  T  T  T  T
     ```
     """
-    c = _long(codes)
+    c = as_ids(codes)
     return coarse_sequence(vocab, _no_semantic(c), c, coarse_levels)
 
 
@@ -348,7 +348,7 @@ def fine_sequence(vocab: Vocab, codes: Any, coarse_levels: int) -> tuple[torch.T
     mask   F  F  F  T  T  T  T
     ```
     """
-    c = _long(codes)
+    c = as_ids(codes)
     if c.shape[-2] != vocab.levels:
         raise ValueError(f"codes have {c.shape[-2]} levels, the vocabulary {vocab.levels}")
     coarse = _flatten(vocab.acoustic_ids(c[..., :coarse_levels, :]))
@@ -361,11 +361,11 @@ def fine_sequence(vocab: Vocab, codes: Any, coarse_levels: int) -> tuple[torch.T
 
 def fine_from_sequence(vocab: Vocab, ids: Any, frames: int, coarse_levels: int) -> torch.Tensor:
     """Inverse of ``fine_sequence``: ids -> all codes [..., K, F], coarse from the prefix."""
-    t = _long(ids)
+    t = as_ids(ids)
     n = frames * coarse_levels
     if t.shape[-1] != frames * vocab.levels + 1:
         raise ValueError(f"{t.shape[-1]} ids are not a fine window of {frames} frames")
-    _check(t[..., n:n + 1], SEP, SEP + 1, f"id {n} (SEP)")
+    check_range(t[..., n:n + 1], SEP, SEP + 1, f"id {n} (SEP)")
     coarse = vocab.acoustic_codes(_unflatten(t[..., :n], coarse_levels))
     fine = vocab.acoustic_codes(_unflatten(t[..., n + 1:], vocab.levels - coarse_levels),
                                 coarse_levels)
@@ -404,7 +404,7 @@ def delay(codes: Any, pad: int = PAD) -> torch.Tensor:
     Step t holds level k of frame t - k, so when a step is predicted, every level of its
     frames below k is already known (MusicGen's pattern).
     """
-    c = _long(codes)
+    c = as_ids(codes)
     *lead, K, F = c.shape
     out = torch.full((*lead, F + K - 1, K), pad, dtype=torch.long, device=c.device)
     for k in range(K):
@@ -414,7 +414,7 @@ def delay(codes: Any, pad: int = PAD) -> torch.Tensor:
 
 def undelay(steps: Any) -> torch.Tensor:
     """Inverse of ``delay``: steps [..., T, K] -> codes [..., K, T-K+1]."""
-    s = _long(steps)
+    s = as_ids(steps)
     T, K = s.shape[-2:]
     F = T - K + 1
     if F < 0:
@@ -439,7 +439,7 @@ def delay_sequence(vocab: Vocab, semantic: Any, codes: Any) -> tuple[torch.Tenso
     ```
     """
     sem = vocab.semantic_ids(semantic)
-    c = _long(codes)
+    c = as_ids(codes)
     if c.shape[-2] != vocab.levels:
         raise ValueError(f"codes have {c.shape[-2]} levels, the vocabulary {vocab.levels}")
     prefix = torch.cat([sem, _fill(sem, SEP)], -1)
@@ -455,8 +455,8 @@ def delay_sequence(vocab: Vocab, semantic: Any, codes: Any) -> tuple[torch.Tenso
 
 def delay_from_sequence(vocab: Vocab, ids: Any, n_semantic: int) -> torch.Tensor:
     """Inverse of ``delay_sequence``: ids -> codes [..., K, F]."""
-    t = _long(ids)
-    _check(t[..., n_semantic:n_semantic + 1, 0], SEP, SEP + 1, f"step {n_semantic} (SEP)")
+    t = as_ids(ids)
+    check_range(t[..., n_semantic:n_semantic + 1, 0], SEP, SEP + 1, f"step {n_semantic} (SEP)")
     return vocab.acoustic_codes(undelay(t[..., n_semantic + 1:, :]))
 
 
@@ -472,86 +472,5 @@ def allowed_delay(vocab: Vocab, n_semantic: int, frames: int) -> Callable[[int],
             return [(SEP, SEP + 1)] + [pad] * (K - 1)
         t = i - n_semantic - 1
         return [vocab.level_range(k) if 0 <= t - k < frames else pad for k in range(K)]
-
-    return allowed
-
-
-# -- reading stage (text to speech) ---------------------------------------------------
-
-
-def _reading_head(vocab: Vocab, phonemes: Any, voice: Any) -> torch.Tensor:
-    """``BOS (v0 .. v(P-1) SEP) p0 .. p(M-1) SEP``: the reading stage's prompt."""
-    parts = [torch.tensor([BOS])]
-    if voice is not None:
-        parts += [vocab.semantic_ids(voice).reshape(-1), torch.tensor([SEP])]
-    return torch.cat([*parts, vocab.phoneme_ids(phonemes).reshape(-1), torch.tensor([SEP])])
-
-
-def reading_sequence(vocab: Vocab, phonemes: Any, semantic: Any, end: bool = True,
-                     voice: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Phonemes [M] and the semantic tokens of them spoken [N] -> ids, mask [M + N + 3]
-    (one sentence: no batch dimension; ``end=False`` leaves END off, [M + N + 2]).
-
-    ```
-    phonemes  7 9          semantic  4 4 1        (clusters = 16: END 19, phoneme p p + 20)
-    ids    1 27 29  2  7  7  4 19                 (BOS, phonemes, SEP, tokens + 3, END)
-    mask   F  F  F  F  T  T  T  T
-    ```
-    The targets are the semantic tokens and END: the model learns when the speech ends.
-
-    ``voice`` (semantic tokens [P] of another utterance in the same voice, P may be 0)
-    comes first, closed by its own SEP: ``BOS v0 .. v(P-1) SEP p0 .. SEP s0 .. END``
-    [P + M + N + 4]. Our semantic tokens say who speaks as well as what is said
-    (research/token_speaker_probe.py), so a reader that hears the voice writes its
-    tokens in that voice.
-    """
-    head = _reading_head(vocab, phonemes, voice)
-    sem = vocab.semantic_ids(semantic).reshape(-1)
-    tail = [torch.tensor([vocab.end_id])] if end else []
-    ids = torch.cat([head, sem, *tail])
-    mask = torch.zeros_like(ids, dtype=torch.bool)
-    mask[head.shape[0]:] = True
-    return ids, mask
-
-
-def reading_from_sequence(vocab: Vocab, ids: Any, n_phonemes: int,
-                          n_voice: int | None = None) -> torch.Tensor:
-    """Inverse of ``reading_sequence``: ids [M + N + 2 (+ 1)] (with a voice of
-    ``n_voice`` tokens, [P + 1 + M + N + 2 (+ 1)]) -> the semantic tokens [N] before END
-    (all after the last SEP when there is no END)."""
-    t = _long(ids).reshape(-1)
-    _check(t[:1], BOS, BOS + 1, "the first id (BOS)")
-    first = 1
-    if n_voice is not None:
-        _check(t[n_voice + 1:n_voice + 2], SEP, SEP + 1, f"id {n_voice + 1} (SEP)")
-        first = n_voice + 2
-    sep = first + n_phonemes
-    _check(t[sep:sep + 1], SEP, SEP + 1, f"id {sep} (SEP)")
-    sem = t[sep + 1:]
-    stop = (sem == vocab.end_id).nonzero()
-    if stop.numel():
-        sem = sem[:int(stop[0])]
-    return vocab.semantic_tokens(sem)
-
-
-def allowed_reading(vocab: Vocab, n_phonemes: int,
-                    n_voice: int | None = None) -> Callable[[int], Range]:
-    """Position -> allowed ids: BOS, (voice tokens, SEP,) phonemes, SEP, then semantic
-    ids or END."""
-    lo, hi = vocab.semantic_range()
-    first = 1 if n_voice is None else n_voice + 2  # the first phoneme
-
-    def allowed(i: int) -> Range:
-        if i == 0:
-            return BOS, BOS + 1
-        if i < first - 1:
-            return lo, hi
-        if i == first - 1:
-            return SEP, SEP + 1
-        if i < first + n_phonemes:
-            return vocab.phoneme_offset, vocab.phoneme_offset + vocab.phonemes
-        if i == first + n_phonemes:
-            return SEP, SEP + 1
-        return lo, vocab.end_id + 1  # END is the id right after the semantic range
 
     return allowed

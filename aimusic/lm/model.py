@@ -52,7 +52,7 @@ class LMConfig:
     coarse_levels: int = 3  # levels the coarse (and acoustic) stage predicts; fine the rest
     phonemes: int = 0  # the reading stage's phoneme inventory (aimusic.text.phonemes)
     # the reading stage: semantic tokens of the voice read before the phonemes (0: none,
-    # the first readers' layout; layouts.reading_sequence)
+    # the first readers' layout; voice.layout.reading_sequence)
     voice_tokens: int = 0
     # the transformer
     dim: int = 256

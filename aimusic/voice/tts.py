@@ -46,6 +46,7 @@ from aimusic.lm.loop import LMTrainConfig, Run
 from aimusic.lm.model import LMConfig, TokenLM, next_token_loss, save_lm
 from aimusic.lm.train import split_items
 from aimusic.tokens.reader import TokenDataset
+from aimusic.voice import layout as VL
 
 log = logging.getLogger("aimusic")
 
@@ -145,7 +146,7 @@ def reading_batch(vocab: L.Vocab, readings: list[Reading],
     ``voices`` are given) and right-padded with PAD: ids, mask [B, T] (padding is never a
     target)."""
     vs: list[torch.Tensor | None] = list(voices) if voices is not None else [None] * len(readings)
-    seqs = [L.reading_sequence(vocab, r.phonemes, r.semantic, voice=v)
+    seqs = [VL.reading_sequence(vocab, r.phonemes, r.semantic, voice=v)
             for r, v in zip(readings, vs)]
     T = max(ids.numel() for ids, _ in seqs)
     ids = torch.full((len(seqs), T), L.PAD, dtype=torch.long)
@@ -354,7 +355,7 @@ def read_text(lm: TokenLM, phonemes: list[int], temperature: float = 1.0,
     if P:
         prefix = voice.reshape(-1)[-P:].long().cpu() if voice is not None else \
             torch.zeros(0, dtype=torch.long)
-    ids, _ = L.reading_sequence(vocab, phonemes, [], end=False, voice=prefix)
+    ids, _ = VL.reading_sequence(vocab, phonemes, [], end=False, voice=prefix)
     if ids.numel() >= lm.cfg.max_len:
         raise AimusicError(f"the text is {len(phonemes)} phonemes long; the reading LM reads "
                            f"at most {lm.cfg.max_len - 1 - ids.numel() + len(phonemes)} at once: split it "
@@ -363,7 +364,7 @@ def read_text(lm: TokenLM, phonemes: list[int], temperature: float = 1.0,
 
     device = next(lm.parameters()).device
     n_voice = None if prefix is None else prefix.numel()
-    span = L.allowed_reading(vocab, len(phonemes), n_voice)(ids.numel())  # semantic ids or END
+    span = VL.allowed_reading(vocab, len(phonemes), n_voice)(ids.numel())  # semantic ids or END
     seq = Decoder(lm).generate(ids[None].to(device), lm.cfg.max_len - ids.numel(),
                                temperature=temperature, top_k=top_k, top_p=top_p,
                                generator=generator, allowed=lambda i: span, stop=vocab.end_id)
