@@ -235,44 +235,110 @@ def stage_seed(seed: int, stage: str) -> int:
 
 def sample_tokens(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: int,
                   sampling: dict[str, Sampling], seed: int = 0, use_cache: bool = True,
-                  progress: Bars | None = None, threads: bool | None = None,
-                  given: torch.Tensor | None = None, fine: bool = True,
+                  progress: Bars | None = None, threads: bool | None = None, fine: bool = True,
                   ) -> tuple[torch.Tensor, torch.Tensor, dict[str, dict[str, float]]]:
     """Prompt semantic [P] and codes [K, fpt * P] (P may be 0) -> n new semantic tokens,
     their codes [K, fpt * n], and per stage: seconds (start to end), waited (for the stage
     before) and tokens. ``threads`` (default: when torch may use two or more threads) runs
     the stages side by side, one torch thread each. The acoustic layout has no semantic
     stage: it reads only the prompt's codes and returns no semantic tokens ([0]).
-    ``given`` (the n new semantic tokens, from ``speak``'s reading LM) skips the semantic
-    stage: the acoustic stages render those. ``fine=False`` skips the fine stage: the codes
-    are the coarse levels alone ([Kc, fpt * n]), which the codec decodes at its lower
-    bandwidth (flat and acoustic layouts; the delay layout makes every level at once)."""
+    ``fine=False`` skips the fine stage: the codes are the coarse levels alone
+    ([Kc, fpt * n]), which the codec decodes at its lower bandwidth (flat and acoustic
+    layouts; the delay layout makes every level at once)."""
+    return _sample(chain, semantic, codes, n, None, sampling, seed, use_cache, progress,
+                   threads, fine)
+
+
+def render_semantic(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor,
+                    new: torch.Tensor, sampling: dict[str, Sampling], seed: int = 0,
+                    progress: Bars | None = None, fine: bool = True,
+                    ) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
+    """The acoustic stages alone, rendering semantic tokens made elsewhere (``speak``'s
+    reading LM): after the prompt's semantic [P] and codes [K, fpt * P], the codes
+    [K, fpt * n] of the ``new`` semantic tokens [n], and the stages' figures."""
+    if new.dim() != 1 or "semantic" not in chain.stages:
+        raise ValueError(f"semantic tokens {list(new.shape)} to render in the {chain.layout} "
+                         "layout")
+    _, new_codes, stats = _sample(chain, semantic, codes, new.numel(), new, sampling, seed,
+                                  True, progress, None, fine)
+    return new_codes, stats
+
+
+def _sample(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: int,
+            given: torch.Tensor | None, sampling: dict[str, Sampling], seed: int,
+            use_cache: bool, progress: Bars | None, threads: bool | None, fine: bool,
+            ) -> tuple[torch.Tensor, torch.Tensor, dict[str, dict[str, float]]]:
+    """``sample_tokens``, or with ``given`` new semantic tokens ``render_semantic``."""
     fpt, P, K = chain.frames_per_token, semantic.shape[0], chain.codec.cfg.levels
     if codes.shape[1] != fpt * P:
         raise ValueError(f"{codes.shape[1]} prompt frames for {P} semantic tokens")
-    progress = progress or Bars(False)
-    if given is not None and (given.shape != (n,) or "semantic" not in chain.stages):
-        raise ValueError(f"given semantic tokens {list(given.shape)} for {n} new tokens "
-                         f"in the {chain.layout} layout")
     if not fine and chain.layout == "delay":
         raise AimusicError("the delay layout has no fine stage to skip: it makes every level "
                            "at once")
     stages = tuple(s for s in chain.stages
                    if (given is None or s != "semantic") and (fine or s != "fine"))
-    totals = stage_tokens(chain, P, n)
-    decs, win, T = chain.decoders, chain.windows, P + n
-    gens = {s: torch.Generator(device=chain.device).manual_seed(stage_seed(seed, s))
-            for s in chain.stages}
     sem_out = S.Stream(semantic.long().cpu()) if given is None else \
         S.Stream(torch.cat([semantic.long().cpu(), given.long().cpu()]), closed=True)
     c = chain.coarse_lm
     kc = chain.lms[c].cfg.coarse_levels if c is not None else K
     coarse_out = S.Stream(codes[:kc].long().cpu())
-    inputs: dict[str, S.Stream | None] = {"semantic": None, "coarse": sem_out, "fine": coarse_out,
-                                          "delay": sem_out, "acoustic": None}
+    jobs = _stage_jobs(chain, stages, semantic, codes, n, sem_out, coarse_out, sampling, seed,
+                       use_cache)
     stats: dict[str, dict[str, float]] = {}
+    results = _run_jobs(jobs, stage_tokens(chain, P, n), progress or Bars(False), threads, stats,
+                        chain.device)
+    new_sem = results.get("semantic", torch.zeros(0, dtype=torch.long)) if given is None else given
+    if chain.layout == "delay":
+        return new_sem, results["delay"][:, fpt * P:], stats
+    new_codes = results["fine"] if fine else coarse_out.data[:, fpt * P:]
+    assert new_codes.shape == (K if fine else kc, fpt * n)
+    return new_sem, new_codes, stats
 
-    def job(stage: str, fn: Callable[[Tick], Any]) -> Callable[[Tick], Any]:
+
+# stage, run, the stream it reads (None: the prompt alone), the stream it writes (None: none)
+Job = tuple[str, Callable[[Tick], Any], "S.Stream | None", "S.Stream | None"]
+
+
+def _stage_jobs(chain: Chain, stages: tuple[str, ...], semantic: torch.Tensor,
+                codes: torch.Tensor, n: int, sem_out: S.Stream, coarse_out: S.Stream,
+                sp: dict[str, Sampling], seed: int, use_cache: bool) -> list[Job]:
+    """Each stage to run as a job: its decoder, window, the stream it reads and the one it
+    writes (semantic -> coarse or delay; coarse or acoustic -> fine), its own generator."""
+    fpt, P = chain.frames_per_token, semantic.shape[0]
+    decs, win, T = chain.decoders, chain.windows, P + n
+    gens = {s: torch.Generator(device=chain.device).manual_seed(stage_seed(seed, s))
+            for s in chain.stages}
+    jobs: list[Job] = []
+    if "semantic" in stages:
+        jobs.append(("semantic", lambda t: S.semantic_stage(
+            decs["semantic"], win["semantic"], semantic, n, sp["semantic"], gens["semantic"],
+            use_cache, t, sem_out), None, sem_out))
+    if chain.layout == "delay":
+        jobs.append(("delay", lambda t: S.delay_stage(
+            decs["delay"], win["delay"], sem_out, T, codes, fpt, sp["delay"], gens["delay"],
+            use_cache, t), sem_out, None))
+        return jobs
+    if chain.layout == "acoustic":  # no semantic tokens: the prompt's codes alone
+        jobs.append(("acoustic", lambda t: S.acoustic_stage(
+            decs["acoustic"], win["acoustic"], T, codes, fpt, sp["acoustic"],
+            gens["acoustic"], use_cache, t, coarse_out), None, coarse_out))
+    else:
+        jobs.append(("coarse", lambda t: S.coarse_stage(
+            decs["coarse"], win["coarse"], sem_out, T, codes, fpt, sp["coarse"],
+            gens["coarse"], use_cache, t, coarse_out), sem_out, coarse_out))
+    if "fine" in stages:
+        jobs.append(("fine", lambda t: S.fine_stage(
+            decs["fine"], win["fine"], coarse_out, fpt * P, fpt * T, sp["fine"],
+            gens["fine"], use_cache, t), coarse_out, None))
+    return jobs
+
+
+def _run_jobs(jobs: list[Job], totals: dict[str, int], progress: Bars, threads: bool | None,
+              stats: dict[str, dict[str, float]], device: torch.device) -> dict[str, Any]:
+    """Run the jobs (side by side, one torch thread each, when ``threads``), with a bar
+    each; ``stats`` gets each stage's seconds, tokens, and time waited for its input."""
+
+    def timed(stage: str, fn: Callable[[Tick], Any], src: S.Stream | None) -> Callable[[Tick], Any]:
         def run(tick: Tick) -> Any:
             t0, count = time.perf_counter(), [0]
 
@@ -280,38 +346,14 @@ def sample_tokens(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: 
                 count[0] += k
                 tick(k)
 
-            with _autocast(chain.device), torch.inference_mode():  # thread-local modes
+            with _autocast(device), torch.inference_mode():  # thread-local modes
                 r = fn(counted)
-            src = inputs[stage]
             stats[stage] = {"seconds": time.perf_counter() - t0, "tokens": count[0],
                             "waited": src.waited if src is not None else 0.0}
             return r
 
         return run
 
-    sp = sampling
-    jobs: list[tuple[str, Callable[[Tick], Any], S.Stream | None]] = []
-    if "semantic" in stages:
-        jobs.append(("semantic", job("semantic", lambda t: S.semantic_stage(
-            decs["semantic"], win["semantic"], semantic, n, sp["semantic"], gens["semantic"],
-            use_cache, t, sem_out)), sem_out))
-    if chain.layout == "delay":
-        jobs.append(("delay", job("delay", lambda t: S.delay_stage(
-            decs["delay"], win["delay"], sem_out, T, codes, fpt, sp["delay"], gens["delay"],
-            use_cache, t)), None))
-    else:
-        if chain.layout == "acoustic":  # no semantic tokens: the prompt's codes alone
-            jobs.append(("acoustic", job("acoustic", lambda t: S.acoustic_stage(
-                decs["acoustic"], win["acoustic"], T, codes, fpt, sp["acoustic"],
-                gens["acoustic"], use_cache, t, coarse_out)), coarse_out))
-        else:
-            jobs.append(("coarse", job("coarse", lambda t: S.coarse_stage(
-                decs["coarse"], win["coarse"], sem_out, T, codes, fpt, sp["coarse"],
-                gens["coarse"], use_cache, t, coarse_out)), coarse_out))
-        if fine:
-            jobs.append(("fine", job("fine", lambda t: S.fine_stage(
-                decs["fine"], win["fine"], coarse_out, fpt * P, fpt * T, sp["fine"],
-                gens["fine"], use_cache, t)), None))
     if threads is None:
         threads = torch.get_num_threads() >= 2
     threads = threads and len(jobs) > 1  # a stage alone keeps every thread for its ops
@@ -320,16 +362,11 @@ def sample_tokens(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: 
         torch.set_num_threads(1)  # one core per stage: several threads per op would fight
     try:
         with progress:
-            bars = {s: progress.bar(s, totals[s]) for s in stages}
-            results = S.run_stages(jobs, threads, lambda s: bars[s].advance)
+            bars = {s: progress.bar(s, totals[s]) for s, *_ in jobs}
+            return S.run_stages([(s, timed(s, fn, src), out) for s, fn, src, out in jobs],
+                                threads, lambda s: bars[s].advance)
     finally:
         torch.set_num_threads(before)
-    new_sem = results.get("semantic", torch.zeros(0, dtype=torch.long)) if given is None else given
-    if chain.layout == "delay":
-        return new_sem, results["delay"][:, fpt * P:], stats
-    new_codes = results["fine"] if fine else coarse_out.data[:, fpt * P:]
-    assert new_codes.shape == (K if fine else kc, fpt * n)
-    return new_sem, new_codes, stats
 
 
 def _autocast(device: torch.device) -> Any:

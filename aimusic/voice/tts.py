@@ -399,7 +399,7 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
     from aimusic.gen.chain import (
         encode_prompt,
         fresh_seed,
-        sample_tokens,
+        render_semantic,
         sampling_for,
         stage_seed,
     )
@@ -434,9 +434,8 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
     if read.numel() == 0:
         raise AimusicError(f"the reading LM ended {text!r} before saying anything; "
                            "try another --seed")
-    _, new_codes, stats = sample_tokens(chain, sem, codes, read.numel(),
-                                        sampling, seed,
-                                        progress=Bars(progress, unit="tokens"), given=read, fine=fine)
+    new_codes, stats = render_semantic(chain, sem, codes, read, sampling, seed,
+                                       progress=Bars(progress, unit="tokens"), fine=fine)
     t2 = time.perf_counter()
     # no voice: no prompt frames, nothing to match or equalize to
     audio = render(chain, codes, new_codes, PromptVoice.of(chain, voice_match, eq), voice)
