@@ -200,6 +200,156 @@ def _mean(xs: list[float]) -> float | None:
     return round(float(np.mean(xs)), 4) if xs else None
 
 
+class _Speakers:
+    """The reference voices: embeddings of the chosen utterances, how alike the same and
+    different speakers are, and identification by nearest enrolled centroid (from the
+    first ``enroll`` utterances; the rest are queried on their first ``id_seconds``)."""
+
+    def __init__(self, chosen: dict[str, list[dict]], talent: dict[str, str], enroll: int,
+                 id_seconds: float, judged: _Judged, sr: int) -> None:
+        self.emb: dict[str, list[np.ndarray]] = {}
+        self.short: dict[str, list[np.ndarray]] = {}
+        for spk, es in chosen.items():
+            for k, e in enumerate(es):
+                self.emb.setdefault(spk, []).append(judged.embedding(e["file"], sr))
+                if k >= enroll:
+                    self.short.setdefault(spk, []).append(
+                        judged.embedding(e["file"], sr, id_seconds))
+        self.same: list[float] = []
+        self.diff: list[float] = []
+        self.per_spk: dict[str, dict[str, Any]] = {}
+        spks = sorted(self.emb)
+        for i, s in enumerate(spks):
+            m = np.stack(self.emb[s])
+            sim = m @ m.T
+            iu = np.triu_indices(len(m), 1)
+            self.same += sim[iu].tolist()
+            self.per_spk[s] = {"utterances": len(m), "same_speaker": _mean(sim[iu].tolist())}
+            for t in spks[i + 1:]:
+                if talent.get(s) and talent.get(s) == talent.get(t):
+                    continue  # one voice talent behind two speakers: neither same nor different
+                self.diff += (m @ np.stack(self.emb[t]).T).ravel().tolist()
+        self.centroids = {s: np.mean(v[:enroll], axis=0) for s, v in self.emb.items()
+                          if len(v) > enroll}
+        self.names = sorted(self.centroids)
+        self.cm = np.stack([self.centroids[s] / np.linalg.norm(self.centroids[s])
+                            for s in self.names]) if self.names else None
+        self.tests: list[int] = []
+
+    def only_tests(self, test_split: set[str]) -> None:
+        """The test split's voices, to identify among alone: the issue's "among the test
+        voices" (AudioLM's classifier knows only its test speakers)."""
+        self.tests = [i for i, s in enumerate(self.names) if s in test_split]
+
+    def identify(self, e: np.ndarray, among_tests: bool = False) -> str | None:
+        if self.cm is None or (among_tests and len(self.tests) < 2):
+            return None
+        if among_tests:
+            return self.names[self.tests[int(np.argmax(self.cm[self.tests] @ e))]]
+        return self.names[int(np.argmax(self.cm @ e))]
+
+    def reference(self) -> dict[str, Any]:
+        """Similarity of same and different speakers, and identification accuracy."""
+        names, short = self.names, self.short
+        hits = [self.identify(q) == s for s in names for q in short.get(s, [])]
+        for s in names:
+            self.per_spk[s]["id_accuracy"] = _mean([float(self.identify(x) == s)
+                                                    for x in short.get(s, [])])
+        ref: dict[str, Any] = {
+            "speakers": len(self.emb), "utterances": sum(len(v) for v in self.emb.values()),
+            "same_speaker": _mean(self.same), "different_speaker": _mean(self.diff),
+            "same_pairs": len(self.same), "different_pairs": len(self.diff),
+            "enrolled": len(names), "id_queries": len(hits),
+            "id_accuracy": _mean([float(h) for h in hits]),
+            "id_chance": round(1 / len(names), 4) if names else None,
+        }
+        if len(self.tests) >= 2:
+            test_hits = [self.identify(q, True) == names[i] for i in self.tests
+                         for q in short.get(names[i], [])]
+            ref.update(test_voices=[names[i] for i in self.tests],
+                       test_id_accuracy=_mean([float(h) for h in test_hits]),
+                       test_id_chance=round(1 / len(self.tests), 4))
+        return ref
+
+
+def _real_wer(chosen: dict[str, list[dict]], matched: list[dict], judged: _Judged, sr: int,
+              per_spk: dict[str, dict[str, Any]], say: Callable[[str], None],
+              ) -> tuple[dict[str, Any], dict[str, str]]:
+    """WER of the chosen English recordings (overall and per speaker) and the transcripts
+    of those and of the recordings of the outputs' sentences."""
+    todo = [e for es in chosen.values() for e in es if e.get("text") and e.get("lang", "en") == "en"]
+    todo += [e for e in matched if e not in todo]
+    say(f"transcribing {len(todo)} recordings")
+    hyps: dict[str, str] = {}
+    errs = words = 0
+    counts: dict[str, list[int]] = {}
+    for e in todo:
+        hyps[str(e["file"])] = h = judged.transcript(e["file"], sr)
+        if e in matched and e not in chosen.get(e["speaker"], []):
+            continue
+        x, n = J.wer_counts(e["text"], h)
+        errs, words = errs + x, words + n
+        c = counts.setdefault(e["speaker"], [0, 0])
+        c[0], c[1] = c[0] + x, c[1] + n
+    for spk, (e_, n_) in counts.items():
+        per_spk[spk]["wer"] = round(e_ / n_, 4) if n_ else None
+    return {"wer": round(errs / words, 4) if words else None, "wer_words": words}, hyps
+
+
+def _judge_outputs(outputs: list[dict], speakers: _Speakers, ref: dict[str, Any],
+                   judged: _Judged, matched: list[dict], hyps: dict[str, str], wer_real: bool,
+                   id_seconds: float, corpus: Path, sr: int,
+                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Each output's similarity to its prompt (or its speaker), who it is identified as,
+    and its WER beside the real recording of the same sentence; and their summary."""
+    items = []
+    g_err = g_words = m_err = m_words = r_err = r_words = 0
+    for o in outputs:
+        a = load_audio(o["file"], sr)
+        v = J.speaker_embedding(a, sr)
+        it: dict[str, Any] = {"path": o["path"], "speaker": o["speaker"],
+                              "prompt": str(o["prompt"]) if o["prompt"] else None}
+        if o["prompt"] is not None:
+            it["similarity"] = round(J.cosine(v, judged.embedding(o["prompt"], sr)), 4)
+        elif o["speaker"] in speakers.emb:
+            it["similarity"] = round(float(np.mean(np.stack(speakers.emb[o["speaker"]]) @ v)), 4)
+        else:
+            raise AimusicError(f"{o['path']}: speaker {o['speaker']!r} is not in {corpus} "
+                               "and no prompt is given")
+        if o["speaker"] in speakers.centroids:
+            head = J.speaker_embedding(a[: int(id_seconds * sr)], sr)
+            it["identified"] = speakers.identify(head)
+            if o["speaker"] in ref.get("test_voices", []):
+                it["identified_among_tests"] = speakers.identify(head, True)
+        if o["text"]:
+            h = J.transcribe(a, sr)
+            x, n = J.wer_counts(o["text"], h)
+            it.update(text=o["text"], transcript=h, wer=round(x / n, 4) if n else None)
+            g_err, g_words = g_err + x, g_words + n
+            key = (o["speaker"], J.normalize_text(o["text"]))
+            real = [r for r in matched if (r["speaker"], J.normalize_text(r["text"])) == key]
+            if real and wer_real:
+                rx, rn = J.wer_counts(real[0]["text"], hyps[str(real[0]["file"])])
+                it["wer_real"] = round(rx / rn, 4) if rn else None
+                m_err, m_words, r_err, r_words = m_err + x, m_words + n, r_err + rx, r_words + rn
+        items.append(it)
+    ids = [float(i["identified"] == i["speaker"]) for i in items if "identified" in i]
+    t_ids = [float(i["identified_among_tests"] == i["speaker"]) for i in items
+             if "identified_among_tests" in i]
+    gen: dict[str, Any] = {
+        "outputs": len(items), "similarity": _mean([i["similarity"] for i in items]),
+        "id_accuracy": _mean(ids), "id_outputs": len(ids),
+        "test_id_accuracy": _mean(t_ids), "test_id_outputs": len(t_ids),
+        "wer": round(g_err / g_words, 4) if g_words else None,
+        "matched": sum("wer_real" in i for i in items),
+        "wer_matched": round(m_err / m_words, 4) if m_words else None,
+        "wer_real": round(r_err / r_words, 4) if r_words else None,
+    }
+    gen["wer_ratio"] = (round(gen["wer_matched"] / gen["wer_real"], 3)
+                        if gen["wer_matched"] is not None and gen["wer_real"] else None)
+    return gen, items
+
+
 def evaluate_voice(corpus: Path, generated: Path | None = None, per_speaker: int = 10,
                    enroll: int = 3, id_seconds: float = 3.0, wer_real: bool = True,
                    log: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -219,141 +369,25 @@ def evaluate_voice(corpus: Path, generated: Path | None = None, per_speaker: int
     matched = [e for e in entries if e.get("text") and
                (e["speaker"], J.normalize_text(e["text"])) in want_text]
     sr = 16000
-
-    def load(f: Path, seconds: float | None = None) -> np.ndarray:
-        return load_audio(f, sr, duration=seconds)
-
     say(f"embedding {sum(map(len, chosen.values()))} utterances of {len(chosen)} speakers")
-    emb: dict[str, list[np.ndarray]] = {}
-    short: dict[str, list[np.ndarray]] = {}
     judged = _Judged()
-    for spk, es in chosen.items():
-        for k, e in enumerate(es):
-            emb.setdefault(spk, []).append(judged.embedding(e["file"], sr))
-            if k >= enroll:
-                short.setdefault(spk, []).append(judged.embedding(e["file"], sr, id_seconds))
-    same, diff = [], []
-    spks = sorted(emb)
-    per_spk: dict[str, dict[str, Any]] = {}
-    for i, s in enumerate(spks):
-        m = np.stack(emb[s])
-        sim = m @ m.T
-        iu = np.triu_indices(len(m), 1)
-        if len(iu[0]):
-            same += sim[iu].tolist()
-        per_spk[s] = {"utterances": len(m), "same_speaker": _mean(sim[iu].tolist())}
-        for t in spks[i + 1:]:
-            if talent.get(s) and talent.get(s) == talent.get(t):
-                continue
-            diff += (m @ np.stack(emb[t]).T).ravel().tolist()
-    centroids = {s: np.mean(v[:enroll], axis=0) for s, v in emb.items() if len(v) > enroll}
-    names = sorted(centroids)
-    cm = np.stack([centroids[s] / np.linalg.norm(centroids[s]) for s in names]) if names else None
-
-    # the test split's voices alone: the issue's "among the test voices" (AudioLM's
-    # classifier knows only its test speakers); with few test voices chance is high
-    test_split = {e["speaker"] for e in entries if e.get("split") == "test"}
-    tests = [i for i, s in enumerate(names) if s in test_split]
-
-    def identify(e: np.ndarray, among_tests: bool = False) -> str | None:
-        if cm is None or (among_tests and len(tests) < 2):
-            return None
-        if among_tests:
-            return names[tests[int(np.argmax(cm[tests] @ e))]]
-        return names[int(np.argmax(cm @ e))]
-
-    hits = [identify(q) == s for s in names for q in short.get(s, [])]
-    test_hits = [identify(q, True) == names[i] for i in tests for q in short.get(names[i], [])]
-    for s in names:
-        q = short.get(s, [])
-        per_spk[s]["id_accuracy"] = _mean([float(identify(x) == s) for x in q])
-    ref: dict[str, Any] = {
-        "speakers": len(spks), "utterances": sum(len(v) for v in emb.values()),
-        "same_speaker": _mean(same), "different_speaker": _mean(diff),
-        "same_pairs": len(same), "different_pairs": len(diff),
-        "enrolled": len(names), "id_queries": len(hits), "id_accuracy": _mean([float(h) for h in hits]),
-        "id_chance": round(1 / len(names), 4) if names else None,
-    }
-    if len(tests) >= 2:
-        ref.update(test_voices=[names[i] for i in tests],
-                   test_id_accuracy=_mean([float(h) for h in test_hits]),
-                   test_id_chance=round(1 / len(tests), 4))
+    speakers = _Speakers(chosen, talent, enroll, id_seconds, judged, sr)
+    speakers.only_tests({e["speaker"] for e in entries if e.get("split") == "test"})
+    ref = speakers.reference()
     hyps: dict[str, str] = {}
     if wer_real:
-        todo = [e for es in chosen.values() for e in es if e.get("text") and e.get("lang", "en") == "en"]
-        todo += [e for e in matched if e not in todo]
-        say(f"transcribing {len(todo)} recordings")
-        errs = words = 0
-        for e in todo:
-            hyps[str(e["file"])] = h = judged.transcript(e["file"], sr)
-            if e in matched and e not in chosen.get(e["speaker"], []):
-                continue
-            x, n = J.wer_counts(e["text"], h)
-            errs, words = errs + x, words + n
-            d = per_spk[e["speaker"]]
-            d["_e"], d["_n"] = d.get("_e", 0) + x, d.get("_n", 0) + n
-        ref["wer"] = round(errs / words, 4) if words else None
-        ref["wer_words"] = words
-        for d in per_spk.values():
-            if "_n" in d:
-                e_, n_ = d.pop("_e"), d.pop("_n")
-                d["wer"] = round(e_ / n_, 4) if n_ else None
+        wer, hyps = _real_wer(chosen, matched, judged, sr, speakers.per_spk, say)
+        ref.update(wer)
     judged.save()
     result: dict[str, Any] = {"corpus": str(corpus), "judges": {
         "speaker": "resemblyzer VoiceEncoder (cosine of 256-d embeddings)",
         "asr": "pocketsphinx 5, default en-us model", "wer": "jiwer, lower case, punctuation removed"},
         "settings": {"per_speaker": per_speaker, "enroll": enroll, "id_seconds": id_seconds},
-        "reference": ref, "per_speaker": per_spk}
+        "reference": ref, "per_speaker": speakers.per_spk}
     if not outputs:
         return result
     say(f"judging {len(outputs)} outputs")
-    items = []
-    g_err = g_words = m_err = m_words = r_err = r_words = 0
-    for o in outputs:
-        a = load(o["file"])
-        v = J.speaker_embedding(a, sr)
-        it: dict[str, Any] = {"path": o["path"], "speaker": o["speaker"],
-                              "prompt": str(o["prompt"]) if o["prompt"] else None}
-        if o["prompt"] is not None:
-            it["similarity"] = round(J.cosine(v, judged.embedding(o["prompt"], sr)), 4)
-        elif o["speaker"] in emb:
-            it["similarity"] = round(float(np.mean(np.stack(emb[o["speaker"]]) @ v)), 4)
-        else:
-            raise AimusicError(f"{o['path']}: speaker {o['speaker']!r} is not in {corpus} "
-                               "and no prompt is given")
-        if o["speaker"] in centroids:
-            head = J.speaker_embedding(a[: int(id_seconds * sr)], sr)
-            it["identified"] = identify(head)
-            if o["speaker"] in ref.get("test_voices", []):
-                it["identified_among_tests"] = identify(head, True)
-        if o["text"]:
-            h = J.transcribe(a, sr)
-            x, n = J.wer_counts(o["text"], h)
-            it.update(text=o["text"], transcript=h, wer=round(x / n, 4) if n else None)
-            g_err, g_words = g_err + x, g_words + n
-            key = (o["speaker"], J.normalize_text(o["text"]))
-            real = [r for r in matched if (r["speaker"], J.normalize_text(r["text"])) == key]
-            if real and wer_real:
-                rx, rn = J.wer_counts(real[0]["text"], hyps[str(real[0]["file"])])
-                it["wer_real"] = round(rx / rn, 4) if rn else None
-                m_err, m_words, r_err, r_words = m_err + x, m_words + n, r_err + rx, r_words + rn
-        items.append(it)
-    sims = [i["similarity"] for i in items]
-    ids = [float(i["identified"] == i["speaker"]) for i in items if "identified" in i]
-    t_ids = [float(i["identified_among_tests"] == i["speaker"]) for i in items
-             if "identified_among_tests" in i]
-    gen: dict[str, Any] = {
-        "outputs": len(items), "similarity": _mean(sims),
-        "id_accuracy": _mean(ids), "id_outputs": len(ids),
-        "test_id_accuracy": _mean(t_ids), "test_id_outputs": len(t_ids),
-        "wer": round(g_err / g_words, 4) if g_words else None,
-        "matched": sum("wer_real" in i for i in items),
-        "wer_matched": round(m_err / m_words, 4) if m_words else None,
-        "wer_real": round(r_err / r_words, 4) if r_words else None,
-    }
-    gen["wer_ratio"] = (round(gen["wer_matched"] / gen["wer_real"], 3)
-                        if gen["wer_matched"] is not None and gen["wer_real"] else None)
-    result["generated"] = gen
-    result["items"] = items
+    result["generated"], result["items"] = _judge_outputs(
+        outputs, speakers, ref, judged, matched, hyps, wer_real, id_seconds, corpus, sr)
     judged.save()  # the prompts' embeddings too
     return result
