@@ -282,6 +282,25 @@ def _warm_start(init: Path, stage: str, ds: TokenDataset, model_cfg: LMConfig,
                   "init_seconds": round(seconds, 1)}
 
 
+def _stage_configs(state: dict[str, Any] | None, state_file: Path, init: Path | None,
+                   stage: str, ds: TokenDataset, base_cfg: LMConfig, cfg: LMTrainConfig,
+                   main: bool) -> tuple[LMConfig, LMTrainConfig, TokenLM | None, dict[str, Any]]:
+    """The stage's model and training configs, the LM it starts from (``init``) and what its
+    file records of that origin. A resumed run keeps its own configs: a finished run
+    resumed is a run extended (a new --minutes budget counts from now, a new --steps is the
+    new end); an interrupted run keeps its plan."""
+    if state is not None:
+        model_cfg = config_from_dict(LMConfig, state["model_config"], str(state_file))
+        cfg = config_from_dict(LMTrainConfig, {**state["train_config"], "steps": cfg.steps,
+                                               "minutes": cfg.minutes}, str(state_file))
+        return model_cfg, cfg, None, dict(state.get("origin", {}))
+    model_cfg = stage_config(base_cfg, stage, ds)
+    if init is None:
+        return model_cfg, cfg, None, {}
+    warm, origin = _warm_start(init, stage, ds, model_cfg, main)
+    return warm.cfg, cfg, warm, origin
+
+
 def _train_stage(ds: TokenDataset, train_items: list[int], val_items: list[int], stage: str,
                  out: Path, base_cfg: LMConfig, cfg: LMTrainConfig, device: torch.device,
                  resume: bool, missing_ok: bool, dist_info: DistInfo, show_progress: bool,
@@ -291,26 +310,16 @@ def _train_stage(ds: TokenDataset, train_items: list[int], val_items: list[int],
     is no state to resume."""
     state_file = state_path(out)
     state = _resumed_state(state_file, stage, ds, cfg, resume, missing_ok, dist_info.main)
-    model_cfg = stage_config(base_cfg, stage, ds)
-    warm, origin = None, dict[str, Any]()
-    if state is None and init is not None:
-        warm, origin = _warm_start(init, stage, ds, model_cfg, dist_info.main)
-        model_cfg = warm.cfg
-    elif state is not None:
-        origin = dict(state.get("origin", {}))
-    if state is not None:
-        model_cfg = config_from_dict(LMConfig, state["model_config"], str(state_file))
-        # a finished run resumed is a run extended: a new --minutes budget counts from now
-        # and a new --steps is the new end; an interrupted run keeps its plan
-        cfg = config_from_dict(LMTrainConfig, {**state["train_config"], "steps": cfg.steps,
-                                               "minutes": cfg.minutes}, str(state_file))
-        if state.get("final") and cfg.minutes <= 0 and int(state["step"]) >= cfg.steps:
-            if not dist_info.main:
-                return {}
-            log.info("%s: already trained for %d steps", out, int(state["step"]))
-            return {"step": int(state["step"]), "out": str(out), **state["final"],
-                    **Run(train_tokens=int(state["train_tokens"]),
-                          train_seconds=float(state["train_seconds"])).throughput()}
+    model_cfg, cfg, warm, origin = _stage_configs(state, state_file, init, stage, ds, base_cfg,
+                                                  cfg, dist_info.main)
+    done = state is not None and state.get("final") and int(state["step"]) >= cfg.steps
+    if state is not None and done and cfg.minutes <= 0:
+        if not dist_info.main:
+            return {}
+        log.info("%s: already trained for %d steps", out, int(state["step"]))
+        return {"step": int(state["step"]), "out": str(out), **state["final"],
+                **Run(train_tokens=int(state["train_tokens"]),
+                      train_seconds=float(state["train_seconds"])).throughput()}
     if cfg.batch_size < dist_info.world:
         raise ConfigError(f"batch_size {cfg.batch_size} is smaller than the {dist_info.world} "
                           "processes sharing it")
