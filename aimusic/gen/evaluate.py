@@ -181,16 +181,11 @@ def evaluate_continuation(files: Sequence[Path], out_dir: str | Path, chains: di
     ``voice.prompt.PromptVoice``);
     ``notes``: the note judge's figures beside the coherence."""
     from aimusic import __version__
-    from aimusic.audio import save_audio
-    from aimusic.codec.stream import roundtrip
     from aimusic.fileio import write_json
-    from aimusic.gen.continuation import continue_audio
     from aimusic.progress import Bars
-    from aimusic.report import spectrogram_png
 
     if not prompt_seconds > 0 or not seconds > 0:
         raise AimusicError("--prompt-seconds and --seconds must be positive")
-    out = Path(out_dir)
     items, skipped = load_clips(files, sr, prompt_seconds, seconds, offset, clips)
     if len(items) < 2:
         raise AimusicError(f"eval continuation needs at least 2 clips of {prompt_seconds + seconds:g} s "
@@ -200,58 +195,13 @@ def evaluate_continuation(files: Sequence[Path], out_dir: str | Path, chains: di
         from aimusic.gen import notes as N
 
         N.transcribe(np.zeros(sr, np.float32), sr)  # loads the transcriber, or says how to install it
-    feats_truth = [C.features(c.truth, sr) for c in items]
-    codec_chain = next(iter(chains.values()), None)
+    run = _ClipRun(Path(out_dir), sr, chains, items, prompt_seconds, seconds, seed,
+                   with_constructed, sampling or {}, voices or {}, notes)
     per_clip: list[dict[str, Any]] = []
-    timings: dict[str, float] = {name: 0.0 for name in chains}
     with Bars(progress, lines_every=60.0, eta=True) as bars:
         bar = bars.bar("continuing clips", len(items))
-        for i, clip in enumerate(items):
-            fp = C.features(clip.prompt, sr)
-            agree = reference_agreements(fp, feats_truth, i)
-            tag = f"{i:02d}"
-            files_out: dict[str, dict[str, str]] = {}
-
-            def keep(row: str, cont: np.ndarray, clip: Clip = clip, tag: str = tag,
-                     files_out: dict = files_out) -> None:
-                joined = np.concatenate([clip.prompt, cont])
-                wav, png = f"{tag}-{row}.wav", f"{tag}-{row}.png"
-                save_audio(out / wav, joined, sr)
-                spectrogram_png(out / png, joined, sr, marks=[clip.prompt.size / sr])
-                files_out[row] = {"audio": wav, "image": png}
-
-            judged: dict[str, dict[str, float]] = {}
-            prompt_notes = N.transcribe(clip.prompt, sr) if notes else None
-
-            def judge(row: str, x: np.ndarray, judged: dict = judged,
-                      prompt_notes: Any = prompt_notes) -> None:
-                if prompt_notes is not None:
-                    judged[row] = N.judge(prompt_notes, N.transcribe(x, sr))
-
-            keep("truth", clip.truth)
-            judge("truth", clip.truth)
-            judge("other", items[(i + 1) % len(items)].truth)
-            if codec_chain is not None:
-                through = roundtrip(codec_chain.codec, clip.truth, device=codec_chain.device)
-                agree["codec"] = C.agreement(fp, C.features(through, sr))
-                judge("codec", through)
-            for name, chain in chains.items():
-                t0 = time.perf_counter()
-                r = continue_audio(chain, clip.prompt, seconds, prompt_seconds=prompt_seconds,
-                                   continuation_only=True, seed=seed + i,
-                                   sampling=(sampling or {}).get(name), name=clip.source,
-                                   voice=(voices or {}).get(name))
-                timings[name] += time.perf_counter() - t0
-                agree[name] = C.agreement(fp, C.features(r["audio"], sr))
-                keep(name, r["audio"])
-                judge(name, r["audio"])
-            if with_constructed:
-                for case, x in constructed(clip, sr, seed + i).items():
-                    agree[case] = C.agreement(fp, C.features(x, sr))
-                    judge(case, x)
-            per_clip.append({"name": clip.name, "source": clip.source, "start": round(clip.start, 3),
-                             "agreement": agree, "files": files_out,
-                             **({"notes": judged} if notes else {})})
+        for i in range(len(items)):
+            per_clip.append(run.clip(i))
             bar.advance()
     rows = list(per_clip[0]["agreement"])
     truth = [c["agreement"]["truth"] for c in per_clip]
@@ -271,13 +221,82 @@ def evaluate_continuation(files: Sequence[Path], out_dir: str | Path, chains: di
         "breaks": {k: list(v) for k, v in BREAKS.items()} if with_constructed else {},
         "notes": ({r: _mean([c["notes"][r] for c in per_clip], (*NOTE_FIGURES, "notes"))
                    for r in per_clip[0]["notes"]} if notes else {}),
-        "generation_seconds": {k: round(v, 2) for k, v in timings.items()},
+        "generation_seconds": {k: round(v, 2) for k, v in run.timings.items()},
         "clips": per_clip,
         "skipped": skipped,
     }
-    write_json(out / "metrics.json", metrics)
-    write_report(out / "report.html", metrics)
+    write_json(Path(out_dir) / "metrics.json", metrics)
+    write_report(Path(out_dir) / "report.html", metrics)
     return metrics
+
+
+class _ClipRun:
+    """One clip at a time: its prompt's agreement with the truth, the references (another
+    piece, the truth through the codec, the constructed cases), each chain's
+    continuation; audio and spectrograms written, the note judge's figures beside."""
+
+    def __init__(self, out: Path, sr: int, chains: dict[str, Any], items: list[Clip],
+                 prompt_seconds: float, seconds: float, seed: int, with_constructed: bool,
+                 sampling: dict[str, Any], voices: dict[str, Any], notes: bool) -> None:
+        self.out, self.sr, self.chains, self.items = out, sr, chains, items
+        self.prompt_seconds, self.seconds, self.seed = prompt_seconds, seconds, seed
+        self.with_constructed, self.sampling, self.voices = with_constructed, sampling, voices
+        self.notes = notes
+        self.feats_truth = [C.features(c.truth, sr) for c in items]
+        self.timings: dict[str, float] = {name: 0.0 for name in chains}
+
+    def clip(self, i: int) -> dict[str, Any]:
+        from aimusic.audio import save_audio
+        from aimusic.codec.stream import roundtrip
+        from aimusic.gen.continuation import continue_audio
+        from aimusic.report import spectrogram_png
+
+        clip, sr, items = self.items[i], self.sr, self.items
+        fp = C.features(clip.prompt, sr)
+        agree = reference_agreements(fp, self.feats_truth, i)
+        files_out: dict[str, dict[str, str]] = {}
+        judged: dict[str, dict[str, float]] = {}
+        if self.notes:
+            from aimusic.gen import notes as N
+
+            prompt_notes = N.transcribe(clip.prompt, sr)
+
+        def keep(row: str, cont: np.ndarray) -> None:
+            joined = np.concatenate([clip.prompt, cont])
+            wav, png = f"{i:02d}-{row}.wav", f"{i:02d}-{row}.png"
+            save_audio(self.out / wav, joined, sr)
+            spectrogram_png(self.out / png, joined, sr, marks=[clip.prompt.size / sr])
+            files_out[row] = {"audio": wav, "image": png}
+
+        def judge(row: str, x: np.ndarray) -> None:
+            if self.notes:
+                judged[row] = N.judge(prompt_notes, N.transcribe(x, sr))
+
+        keep("truth", clip.truth)
+        judge("truth", clip.truth)
+        judge("other", items[(i + 1) % len(items)].truth)
+        codec_chain = next(iter(self.chains.values()), None)
+        if codec_chain is not None:
+            through = roundtrip(codec_chain.codec, clip.truth, device=codec_chain.device)
+            agree["codec"] = C.agreement(fp, C.features(through, sr))
+            judge("codec", through)
+        for name, chain in self.chains.items():
+            t0 = time.perf_counter()
+            r = continue_audio(chain, clip.prompt, self.seconds,
+                               prompt_seconds=self.prompt_seconds, continuation_only=True,
+                               seed=self.seed + i, sampling=self.sampling.get(name),
+                               name=clip.source, voice=self.voices.get(name))
+            self.timings[name] += time.perf_counter() - t0
+            agree[name] = C.agreement(fp, C.features(r["audio"], sr))
+            keep(name, r["audio"])
+            judge(name, r["audio"])
+        if self.with_constructed:
+            for case, x in constructed(clip, sr, self.seed + i).items():
+                agree[case] = C.agreement(fp, C.features(x, sr))
+                judge(case, x)
+        return {"name": clip.name, "source": clip.source, "start": round(clip.start, 3),
+                "agreement": agree, "files": files_out,
+                **({"notes": judged} if self.notes else {})}
 
 
 def _chain_models(chain: Any) -> dict[str, str]:
