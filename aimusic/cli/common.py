@@ -5,6 +5,7 @@ traceback), the options several commands share and the helpers that resolve mode
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -245,6 +246,26 @@ def print_lm_result(stage: str, r: dict[str, Any]) -> None:
     stdout.print(f"lm-{stage}: {r.get('out') or r.get('model')}  val {r['val_ce']:.4f} nats/token "
                  f"(unigram {r['unigram_ce']:.4f}, bigram {r['bigram_ce']:.4f}; "
                  f"{r['val_tokens']:,} tokens){speed}", highlight=False, soft_wrap=True)
+
+
+def print_skipped(errors_path: Path, limit: int = 5) -> None:
+    """The first skipped files and why, on stderr; the errors file has them all."""
+    lines = errors_path.read_text().splitlines() if errors_path.exists() else []
+    for line in lines[:limit]:
+        e = json.loads(line)
+        console.print(f"[yellow]skipped[/] {e['source']}: {e['reason']}",
+                      highlight=False, soft_wrap=True)
+    if len(lines) > limit:
+        console.print(f"[yellow]skipped[/] ... {len(lines) - limit} more in {errors_path}",
+                      highlight=False, soft_wrap=True)
+
+
+def strict_exit(strict: bool, skipped: int, errors_path: Path) -> None:
+    """With ``--strict``, exit with status 1 when any file was skipped."""
+    if strict and skipped:
+        console.print(f"[bold red]error:[/] {skipped} file(s) skipped (--strict); see {errors_path}",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1)
 
 
 def main() -> None:

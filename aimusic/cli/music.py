@@ -33,8 +33,10 @@ from aimusic.cli.common import (
     print_generated,
     print_kv,
     print_lm_result,
+    print_skipped,
     say,
     semantic_path,
+    strict_exit,
     train_configs,
 )
 from aimusic.errors import AimusicError
@@ -260,7 +262,7 @@ def tokenize_cmd(
         r = tokenize(audio_dir, out, codec_model, semantic_model, workers=workers,
                      num_parts=parts, part_index=index, files_per_shard=files_per_shard,
                      min_seconds=min_seconds, device=str(device), progress=True)
-    _print_skipped(r.errors_path)
+    print_skipped(r.errors_path)
     part = f"part {index} of {parts}: " if parts > 1 else ""
     stdout.print(f"{part}{r.items} files tokenized, {r.skipped} skipped ({r.errors_path}); "
                  f"{r.seconds / 3600:.2f} h of audio, {r.semantic_tokens:,} semantic tokens, "
@@ -273,26 +275,7 @@ def tokenize_cmd(
         stdout.print(f"dataset: {r.merged} (all parts done)" if r.merged else
                      f"when every part is done: aimusic tokenize-merge {out}",
                      highlight=False, soft_wrap=True)
-    _strict_exit(strict, r.skipped, r.errors_path)
-
-
-def _print_skipped(errors_path: Path, limit: int = 5) -> None:
-    """The first skipped files and why, on stderr; the errors file has them all."""
-    lines = errors_path.read_text().splitlines() if errors_path.exists() else []
-    for line in lines[:limit]:
-        e = json.loads(line)
-        console.print(f"[yellow]skipped[/] {e['source']}: {e['reason']}",
-                      highlight=False, soft_wrap=True)
-    if len(lines) > limit:
-        console.print(f"[yellow]skipped[/] ... {len(lines) - limit} more in {errors_path}",
-                      highlight=False, soft_wrap=True)
-
-
-def _strict_exit(strict: bool, skipped: int, errors_path: Path) -> None:
-    if strict and skipped:
-        console.print(f"[bold red]error:[/] {skipped} file(s) skipped (--strict); see {errors_path}",
-                      highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1)
+    strict_exit(strict, r.skipped, r.errors_path)
 
 
 @app.command("tokenize-merge")
@@ -315,7 +298,7 @@ def tokenize_merge_cmd(
                  f"({tokens_dir / ERRORS}); {m['seconds'] / 3600:.2f} h of audio",
                  highlight=False, soft_wrap=True)
     stdout.print(f"manifest: {path}", highlight=False, soft_wrap=True)
-    _strict_exit(strict, int(m["errors"]), tokens_dir / ERRORS)
+    strict_exit(strict, int(m["errors"]), tokens_dir / ERRORS)
 
 
 @app.command("train-lm")
