@@ -255,7 +255,7 @@ def eval_continuation_cmd(
     (ceiling) and other clips (floor); writes OUT/report.html."""
     from aimusic.audio import list_audio_files
     from aimusic.gen.chain import LAYOUT_STAGES
-    from aimusic.gen.evaluate import evaluate_continuation, summary_rows
+    from aimusic.gen.evaluate import evaluate_continuation
     from aimusic.lm.model import lm_path
     from aimusic.voice.prompt import PromptVoice
 
@@ -284,7 +284,18 @@ def eval_continuation_cmd(
         typer.echo(json.dumps({"coherence": metrics["coherence"], "notes": metrics["notes"],
                                "report": str(out / "report.html")}, indent=2))
         return
+    _print_continuation_tables(metrics, prompt_seconds, seconds)
+    for k in metrics["skipped"]:
+        console.print(f"[yellow]skipped[/] {k['source']}: {k['reason']}", highlight=False)
+    stdout.print(f"report: {out / 'report.html'}", highlight=False)
+
+
+def _print_continuation_tables(metrics: dict[str, Any], prompt_seconds: float,
+                               seconds: float) -> None:
+    """The coherence table, and the note judge's when it ran."""
     from rich.table import Table
+
+    from aimusic.gen.evaluate import NOTE_FIGURES, summary_rows
 
     t = Table(title=f"coherence, {len(metrics['clips'])} clips ({prompt_seconds:g} s prompt, "
                     f"{seconds:g} s continued)")
@@ -294,17 +305,12 @@ def eval_continuation_cmd(
         t.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in r[:-1]])
     stdout.print(t)
     if metrics["notes"]:
-        from aimusic.gen.evaluate import NOTE_FIGURES
-
         nt = Table(title="notes (basic-pitch), against the prompt's")
         for h in ["row", *NOTE_FIGURES]:
             nt.add_column(h, justify="left" if h == "row" else "right")
         for row, v in metrics["notes"].items():
             nt.add_row(row, *[f"{v[k]:.2f}" for k in NOTE_FIGURES])
         stdout.print(nt)
-    for k in metrics["skipped"]:
-        console.print(f"[yellow]skipped[/] {k['source']}: {k['reason']}", highlight=False)
-    stdout.print(f"report: {out / 'report.html'}", highlight=False)
 
 
 @eval_app.command("voice")

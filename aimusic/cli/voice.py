@@ -78,6 +78,24 @@ def train_tts_cmd(
                  soft_wrap=True)
 
 
+def _lines_to_say(text: str | None, text_file: Path | None,
+                  out: Path | None) -> tuple[list[str], list[Path]]:
+    """The text to say (one line, or each non-empty line of --text-file) and the file each
+    goes to (-o, or speech.wav; with --text-file, -o's folder, or speech/, line-001.wav...)."""
+    if (text is None) == (text_file is None):
+        raise AimusicError("give the text to say, or --text-file (not both)")
+    if text_file is None:
+        return [str(text)], [out or Path("speech.wav")]
+    try:
+        lines = [ln.strip() for ln in text_file.read_text().splitlines() if ln.strip()]
+    except OSError as e:
+        raise AimusicError(f"{text_file}: cannot read ({e.strerror})") from None
+    if not lines:
+        raise AimusicError(f"{text_file}: no text in it")
+    folder = out or Path("speech")
+    return lines, [folder / f"line-{i + 1:03d}.wav" for i in range(len(lines))]
+
+
 @app.command("speak")
 def speak_cmd(
     text: Annotated[Optional[str], typer.Argument(help="What to say (or --text-file).")] = None,
@@ -130,19 +148,7 @@ def speak_cmd(
     from aimusic.voice.tts import EXAMPLE_VOICE, READING_FILE, SPEAK_FINE, VOICE_MATCH, speak_text
 
     with handle_errors():
-        if (text is None) == (text_file is None):
-            raise AimusicError("give the text to say, or --text-file (not both)")
-        if text_file is not None:
-            try:
-                lines = [ln.strip() for ln in text_file.read_text().splitlines() if ln.strip()]
-            except OSError as e:
-                raise AimusicError(f"{text_file}: cannot read ({e.strerror})") from None
-            if not lines:
-                raise AimusicError(f"{text_file}: no text in it")
-            folder = out or Path("speech")
-            targets = [folder / f"line-{i + 1:03d}.wav" for i in range(len(lines))]
-        else:
-            lines, targets = [str(text)], [out or Path("speech.wav")]
+        lines, targets = _lines_to_say(text, text_file, out)
         for target in targets:
             check_writable(target)
         chain = load_chain_for(models, "flat", None, None, bundle="voice")
