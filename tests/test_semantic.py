@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -217,6 +218,17 @@ def test_train_semantic_both_iterations_via_cli(two_renders, tmp_path) -> None:
                             str(tmp_path / "sem.it1.safetensors"), "--semantic", str(out),
                             "--codec", str(tmp_path / "none.safetensors")])
     assert r.exit_code == 1 and "train-codec" in r.output
+    # two models of one file name (two chains' semantic.safetensors): a row each
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        shutil.copy(out if d == "a" else tmp_path / "sem.it1.safetensors",
+                    tmp_path / d / "semantic.safetensors")
+    r = runner.invoke(app, ["eval", "semantic", str(two_renders / "pairs"), "--json",
+                            "--models", str(tmp_path / "a"),
+                            "--semantic", str(tmp_path / "a" / "semantic.safetensors"),
+                            "--semantic", str(tmp_path / "b" / "semantic.safetensors")])
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.output)["tokenizers"]) == 2
 
 
 def test_iteration1_tokens_follow_the_notes_not_the_timbre(two_renders, tmp_path) -> None:

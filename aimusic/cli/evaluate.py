@@ -159,9 +159,12 @@ def eval_semantic_cmd(
             check_writable(out)
         found = pairs(pairs_dir)
         tokenizers: dict[str, Callable[[Any], Any]] = {}
-        for path in semantic or [semantic_path(None, models)]:
+        paths = semantic or [semantic_path(None, models)]
+        for path in paths:
             m = load_semantic(path)
-            tokenizers[f"{path.name} (iteration {m.cfg.iteration})"] = m.tokens
+            # the path as given where two share a file name (one row each)
+            name = str(path) if [p.name for p in paths].count(path.name) > 1 else path.name
+            tokenizers[f"{name} (iteration {m.cfg.iteration})"] = m.tokens
         codec_file = codec_path(codec, models)
         if codec is not None or codec_file.exists():
             cm = load_codec(codec_file)
