@@ -255,7 +255,7 @@ def fit(model: TokenLM, opt: torch.optim.Optimizer, batches: Batches, cfg: LMTra
     if not run.finished:  # stopped by the clock, or nothing was left to do
         run.finished = True
         if not run.history or run.history[-1]["step"] != run.step:
-            measure(loss_sum, loss_count, lr_at(max(0, run.step - 1), cfg))
+            measure(loss_sum, loss_count, lr_at(max(0, run.step - 1), cfg, run.planned))
         checkpoint(run)
     return run
 
