@@ -98,6 +98,7 @@ keep() {  # the chain as float16 with its logs, for the next run on another mach
   cp "$M/codec.safetensors" "$M/semantic.safetensors" "$KEPT/"
   cp "$M/codec.log.jsonl" "$KEPT/" 2>/dev/null || true
   for f in "$M"/lm-*.safetensors; do
+    case "$f" in *.state.safetensors) continue;; esac  # training states stay on this machine
     $PY examples/bundle_models.py "$f" --half-lm "$KEPT/$(basename "$f")"
     cp "${f%.safetensors}.log.jsonl" "$KEPT/"
   done
