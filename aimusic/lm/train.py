@@ -239,8 +239,8 @@ def check_depends(have: dict[str, str], ds: TokenDataset, what: Path) -> None:
                                   "train a new LM (without --resume)")
 
 
-def _resumed_state(state_file: Path, stage: str, ds: TokenDataset, cfg: LMTrainConfig,
-                   resume: bool, missing_ok: bool, main: bool) -> dict[str, Any] | None:
+def _resumed_state(state_file: Path, stage: str, ds: TokenDataset, resume: bool,
+                   missing_ok: bool, main: bool) -> dict[str, Any] | None:
     """The stage's training state when resuming (None: train from the start); refused when
     it belongs to another stage or to tokens of other models."""
     if not resume:
@@ -309,11 +309,11 @@ def _train_stage(ds: TokenDataset, train_items: list[int], val_items: list[int],
     final measurement beside the baselines. ``init``: an LM file to start from when there
     is no state to resume."""
     state_file = state_path(out)
-    state = _resumed_state(state_file, stage, ds, cfg, resume, missing_ok, dist_info.main)
+    state = _resumed_state(state_file, stage, ds, resume, missing_ok, dist_info.main)
     model_cfg, cfg, warm, origin = _stage_configs(state, state_file, init, stage, ds, base_cfg,
                                                   cfg, dist_info.main)
-    done = state is not None and state.get("final") and int(state["step"]) >= cfg.steps
-    if state is not None and done and cfg.minutes <= 0:
+    if (state is not None and state.get("final") and int(state["step"]) >= cfg.steps
+            and cfg.minutes <= 0):  # a finished run, not extended: nothing to train
         if not dist_info.main:
             return {}
         log.info("%s: already trained for %d steps", out, int(state["step"]))
