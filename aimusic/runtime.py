@@ -99,12 +99,14 @@ _said_bundled: set[str] = set()
 def models_to_read(models: str | os.PathLike | None, bundle: str = "music") -> Path:
     """Where to load models from: ``--models``, else $AIMUSIC_MODELS, else ./models; with
     none of these (no ./models folder at all) the bundled models, saying so once.
-    ``--models NAME`` names a bundled set (``music``, ``voice``) where no folder NAME is
-    here."""
+    ``--models NAME`` names a bundled set (``music``, ``piano``, ``voice``) where no models
+    folder NAME (one holding a codec.safetensors) is here: `make piano-pipeline` writes its
+    work to ./piano, which must not hide the bundled piano set."""
     if models is not None:
         p = Path(models)
         named = bundled_models_dir(p.name)
-        if not p.exists() and p.name == str(models) and (named / "codec.safetensors").exists():
+        if (not (p / "codec.safetensors").exists() and p.name == str(models)
+                and (named / "codec.safetensors").exists()):
             return named
         return p
     chosen = Path(default_models_dir())

@@ -8,7 +8,8 @@ content hashes, which every LM records in ``depends``, stay valid, and a prompt 
 tokenized exactly as the training data was. The LMs only turn tokens into probabilities;
 they are stored as float16 (half the bytes; `aimusic eval lm` on held-out tokens shows
 what it costs) and loaded back into float32. The copied chain is loaded and checked
-before the script says it is done. Only replace bundled models when a measured figure
+before the script says it is done; a ``sampling.json`` (the sampling defaults the figures
+were measured with) is copied beside it. Only replace bundled models when a measured figure
 improves: each replacement grows the repository for good.
 """
 
@@ -23,6 +24,7 @@ import torch
 
 from aimusic.artifacts import load_artifact, save_artifact
 from aimusic.fileio import file_hash
+from aimusic.gen.chain import SAMPLING_FILE
 from aimusic.lm.model import FORMAT_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +40,12 @@ def _save_half(art, tensors: dict[str, torch.Tensor], dst: Path) -> None:
 
 
 def half_lm(src: Path, dst: Path) -> None:
-    """The LM at ``src`` with its floating tensors as float16, metadata kept."""
+    """The LM at ``src`` with its floating tensors as float16, metadata kept; an LM already
+    stored as float16 is copied bit for bit (the same file, the same hash)."""
     art = load_artifact(src, "lm", FORMAT_VERSION)
+    if art.meta["extra"].get("stored_as") == "float16":
+        shutil.copyfile(src, dst)
+        return
     _save_half(art, art.tensors, dst)
 
 
@@ -69,6 +75,8 @@ def bundle(src: Path, out: Path, stages: list[str], half: bool = True) -> list[P
     for name in TOKEN_MODELS:
         shutil.copyfile(src / name, out / name)
         written.append(out / name)
+    if (src / SAMPLING_FILE).exists():  # the sampling the models' figures were measured with
+        shutil.copyfile(src / SAMPLING_FILE, out / SAMPLING_FILE)
     for s in stages:
         name = f"lm-{s}.safetensors"
         if half:

@@ -62,7 +62,6 @@ from aimusic.codec.modules import SpectralDecoder
 from aimusic.dsp import equalize, log_envelope, prompt_eq
 from aimusic.fileio import write_json
 from aimusic.gen import load_chain
-from aimusic.gen.chain import sampling_for
 from aimusic.gen.continuation import continue_audio
 from aimusic.lm.model import load_lm
 from aimusic.runtime import configure_threads
@@ -158,7 +157,7 @@ def main() -> None:
     if a.models is None:
         raise SystemExit("give --models (or --roundtrip CODEC, or --opus KBPS)")
     chain = load_chain(a.models, "flat")
-    sampling = sampling_for(chain.stages, a.temperature, a.top_k)
+    sampling = chain.sampling(a.temperature, a.top_k)
     lm = None if a.no_speak or a.oracle_semantic else load_lm(a.models / READING_FILE, "reading")
     sr = chain.sample_rate
     listing, speed = [], []

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from aimusic.audio import load_audio, save_audio
 from aimusic.cli import app
 from aimusic.codec.model import Codec, preset_tiny, save_codec
-from aimusic.errors import AimusicError
+from aimusic.errors import AimusicError, ArtifactError
 from aimusic.fileio import file_hash
 from aimusic.gen import chain as G
 from aimusic.gen import continuation as C
@@ -96,6 +96,35 @@ def test_sampling_settings() -> None:
         G.sampling_for(("semantic", "coarse", "fine"), [1.0, 0.5])
     s = G.sampling_for(G.LAYOUT_STAGES["acoustic"])  # the acoustic stage samples as coarse
     assert [v.temperature for v in s.values()] == [0.8, 0.6]
+
+
+def test_a_models_folder_states_its_own_sampling_defaults(tmp_path: Path, prompt: Path) -> None:
+    """sampling.json beside the models (the settings a bundle's figures were measured with)
+    replaces the global defaults for the stages it names; flags still win; a bad file is an
+    error that names it."""
+    import json
+
+    d = make_models(tmp_path / "m", stages=("semantic", "coarse", "fine"))
+    assert G.load_chain(d).sampling() == G.sampling_for(("semantic", "coarse", "fine"))
+    (d / "sampling.json").write_text(json.dumps({"_note": "measured with these",
+                                                 "coarse": {"temperature": 1.0, "top_k": 0}}))
+    chain = G.load_chain(d)
+    s = chain.sampling()
+    assert s["coarse"] == S.Sampling(1.0, None, None)
+    assert s["semantic"] == S.Sampling(1.0, 250, None) and s["fine"].temperature == 0.6
+    s = chain.sampling([0.7], [5])  # flags win over the folder's defaults
+    assert s["coarse"] == S.Sampling(0.7, 5, None)
+    a, b = tmp_path / "a.wav", tmp_path / "b.wav"  # the CLI samples with them
+    cli("--seed", "3", "continue", str(prompt), "-s", "0.5", "-o", str(a), "--models", str(d))
+    cli("--seed", "3", "continue", str(prompt), "-s", "0.5", "-o", str(b), "--models", str(d),
+        "--temperature", "1.0", "--temperature", "1.0", "--temperature", "0.6",
+        "--top-k", "250", "--top-k", "0", "--top-k", "250")
+    assert np.array_equal(sf.read(str(a))[0], sf.read(str(b))[0])
+    for bad in ('{"coarse": {"temperature": -1}}', '{"medium": {}}', '{"coarse": {"temp": 1}}',
+                "not json"):
+        (d / "sampling.json").write_text(bad)
+        with pytest.raises(ArtifactError, match="sampling.json"):
+            G.load_chain(d)
 
 
 def test_equal_power_crossfade() -> None:
@@ -281,6 +310,29 @@ def test_cached_uncached_threaded_and_in_turn_sample_the_same_tokens(models: Pat
     assert set(stats2) == set(chain.stages) - {"fine"}
 
 
+def test_a_chain_without_a_fine_lm_decodes_the_coarse_levels(tmp_path: Path, prompt: Path) -> None:
+    """A models folder with no lm-fine (the piano bundle ships none): the chain loads with
+    the stages it has, samples the coarse levels alone and the codec decodes them; the CLI's
+    default --fine does not ask for the missing LM."""
+    d = make_models(tmp_path / "m", stages=("semantic", "coarse"))
+    chain = G.load_chain(d)
+    assert chain.layout == "flat" and chain.stages == ("semantic", "coarse")
+    P = 4
+    sem = torch.randint(0, 16, (P,))
+    codes = torch.randint(0, 64, (8, 3 * P))
+    _, new_codes, stats = G.sample_tokens(chain, sem, codes, 10, G.sampling_for(chain.stages), 5)
+    kc = chain.lms["coarse"].cfg.coarse_levels
+    assert new_codes.shape == (kc, 30) and set(stats) == {"semantic", "coarse"}
+    assert G.stage_tokens(chain, P, 10) == {"semantic": 10, "coarse": 30 * kc}
+    out = tmp_path / "out.wav"
+    cli("--seed", "3", "continue", str(prompt), "-s", "1", "-o", str(out), "--models", str(d))
+    y = sf.read(str(out), dtype="float32")[0]
+    assert abs(y.size - 2.3 * SR) <= 320 and np.isfinite(y).all()
+    # the fine LM is optional, the coarse one is not
+    (d / "lm-coarse.safetensors").unlink()
+    assert "coarse LM not found" in fail("continue", str(prompt), "-s", "1", "--models", str(d))
+
+
 def test_a_failing_stage_stops_the_others_and_its_error_is_raised() -> None:
     out = S.Stream(torch.zeros(0))
 
@@ -398,6 +450,17 @@ def test_clear_errors(models: Path, prompt: Path, tmp_path: Path) -> None:
             depends={**sem_lm.depends, "codec": "0" * 16})
     cli("continue", str(prompt), "-s", "0.5", "--models", str(other_codec), "-o",
         str(tmp_path / "other.wav"))
+    # ... and the acoustic-only LM reads codec tokens alone: another semantic model may stand
+    # beside it, another codec may not
+    ac = load_lm(models / "lm-acoustic.safetensors")
+    for role, ok in (("semantic", True), ("codec", False)):
+        save_lm(ac, other_codec / "lm-acoustic.safetensors", depends={**ac.depends, role: "2" * 16})
+        args = ("continue", str(prompt), "-s", "0.5", "--models", str(other_codec), "--layout",
+                "acoustic", "-o", str(tmp_path / f"acoustic-{role}.wav"))
+        if ok:
+            cli(*args)
+        else:
+            assert "was trained on tokens of codec 2222222222222222" in fail(*args)
 
     silent = tmp_path / "silent.wav"
     save_audio(silent, np.zeros(SR, np.float32), SR)

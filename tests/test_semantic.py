@@ -246,6 +246,9 @@ def test_iteration1_tokens_follow_the_notes_not_the_timbre(two_renders, tmp_path
     # the same notes in another timbre agree far more than other notes in another timbre
     assert r["nmi"] > r["other"] + 0.15, r
     assert r["nmi"] > r["shifted"] + 0.15, r
+    # ... and mostly the very same tokens, not only tokens that map one to one
+    assert r["same"] > r["same_other"] + 0.1 and r["same"] > r["same_shifted"] + 0.1, r
+    assert 0 <= r["same_other"] < r["same"] <= 1, r
 
 
 def test_missing_or_foreign_semantic_model_is_a_clear_error(tmp_path) -> None:

@@ -147,7 +147,8 @@ def eval_semantic_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Also write JSON here.")] = None,
 ) -> None:
-    """Do tokens follow the music or the instrument? NMI between two renders' tokens."""
+    """Do tokens follow the music or the instrument? NMI and the same-token share between
+    two renders' tokens."""
     from aimusic.codec.model import load_codec
     from aimusic.codec.stream import encode_stream
     from aimusic.fileio import write_json
@@ -183,8 +184,9 @@ def eval_semantic_cmd(
     stdout.print(f"{result['pieces']} pieces rendered twice, from {pairs_dir}")
     for name, r in result["tokenizers"].items():
         stdout.print(f"{name:<44} NMI {r['nmi']:.3f}  (same piece shifted {r['shifted']:.3f}, "
-                     f"other piece {r['other']:.3f}; {r['frames']} frames)", highlight=False,
-                     soft_wrap=True)
+                     f"other piece {r['other']:.3f}); same token {r['same']:.3f} (shifted "
+                     f"{r['same_shifted']:.3f}, other {r['same_other']:.3f}); {r['frames']} frames",
+                     highlight=False, soft_wrap=True)
 
 
 @eval_app.command("lm")

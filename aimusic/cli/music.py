@@ -379,9 +379,10 @@ def continue_cmd(
                                "start; 0: off, the default, right for music).")
     ] = 0,
     fine: Annotated[
-        bool, typer.Option("--fine/--no-fine", help="Run the fine stage; --no-fine decodes the "
-                                                    "coarse levels alone (faster, at the codec's "
-                                                    "lower bandwidth).")
+        bool, typer.Option("--fine/--no-fine", help="Run the fine stage where the models have a "
+                                                    "fine LM; --no-fine decodes the coarse levels "
+                                                    "alone (faster, at the codec's lower "
+                                                    "bandwidth).")
     ] = True,
     eq: Annotated[
         bool, typer.Option("--prompt-eq/--no-prompt-eq",
@@ -394,7 +395,7 @@ def continue_cmd(
     """Continue music (or speech, with speech models): the semantic, coarse and fine LMs
     extend each file by --seconds, in chunks of 20 s written as they are made (any length,
     in the memory of one chunk)."""
-    from aimusic.gen import continue_file, sampling_for
+    from aimusic.gen import continue_file
     from aimusic.voice.prompt import PromptVoice
 
     with handle_errors():
@@ -404,7 +405,7 @@ def continue_cmd(
                    check_writable(out or path.with_name(path.stem + ".continued.wav"))
                    for path in inputs]
         chain = load_chain_for(models, layout, codec, semantic)
-        sampling = sampling_for(chain.stages, temperature, top_k, top_p)
+        sampling = chain.sampling(temperature, top_k, top_p)
         for path, target in zip(inputs, targets):
             r = continue_file(chain, path, target, seconds, prompt_seconds=prompt_seconds,
                               continuation_only=continuation_only, sampling=sampling,
@@ -434,12 +435,12 @@ def generate_cmd(
 ) -> None:
     """Unconditional samples from the chain of LMs (sample i uses seed + i)."""
     from aimusic.audio import save_audio
-    from aimusic.gen import generate_audio, sampling_for
+    from aimusic.gen import generate_audio
 
     with handle_errors():
         check_writable(out, folder=True)
         chain = load_chain_for(models, layout, codec, semantic)
-        sampling = sampling_for(chain.stages, temperature, top_k, top_p)
+        sampling = chain.sampling(temperature, top_k, top_p)
         base = seed if seed is not None else settings.seed
         if base is None:
             import random
@@ -467,20 +468,32 @@ def demo_cmd(
         Optional[Path], typer.Option("--voice-models", help="Models for the spoken sentence "
                                                             "(default: the bundled voice models).")
     ] = None,
+    piano_models: Annotated[
+        Optional[Path], typer.Option("--piano-models", help="Models for the solo piano piece "
+                                                            "(default: the bundled piano models).")
+    ] = None,
+    piano: Annotated[
+        bool, typer.Option("--piano/--no-piano", help="Continue the bundled piano piece too.")
+    ] = True,
 ) -> None:
-    """Continue a recorded piece and speak a sentence with the bundled models; writes
-    OUT/report.html."""
+    """Continue a recorded piece and a solo piano piece, and speak a sentence, with the
+    bundled models; writes OUT/report.html."""
     from aimusic.demo import run_demo
     from aimusic.runtime import bundled_models_dir
 
     voice_dir = voice_models or bundled_models_dir("voice")
+    piano_dir = (piano_models or bundled_models_dir("piano")) if piano else None
     with handle_errors():
         check_writable(out, folder=True)
         m = run_demo(out, models_in(models), prompt, prompt_seconds, seconds, seed,
-                     progress=not settings.quiet, voice_models=voice_dir)
-    stdout.print(m["timings_line"], highlight=False, soft_wrap=True)
-    for f in m["files"].values():
-        stdout.print(f"{out / f['audio']}  {f['what']}", highlight=False, soft_wrap=True)
+                     progress=not settings.quiet, voice_models=voice_dir,
+                     piano_models=piano_dir)
+    for part in (m, m["piano"]):
+        if part is None:
+            continue
+        stdout.print(part["timings_line"], highlight=False, soft_wrap=True)
+        for f in part["files"].values():
+            stdout.print(f"{out / f['audio']}  {f['what']}", highlight=False, soft_wrap=True)
     v = m["voice"]
     if v is not None:
         stdout.print(v["timings_line"], highlight=False, soft_wrap=True)

@@ -142,7 +142,6 @@ def speak_cmd(
     times): the reading LM's (in the semantic stage's place), the coarse LM's and the fine
     LM's."""
     from aimusic.audio import load_audio, save_audio
-    from aimusic.gen import sampling_for
     from aimusic.lm.model import load_lm
     from aimusic.text.phonemes import foreign_letters
     from aimusic.voice.tts import EXAMPLE_VOICE, READING_FILE, SPEAK_FINE, VOICE_MATCH, speak_text
@@ -159,7 +158,7 @@ def speak_cmd(
                           "flite's rms, a voice the bundled models never trained on)",
                           highlight=False, soft_wrap=True)
         audio = load_audio(voice, chain.sample_rate)
-        sampling = sampling_for(chain.stages, temperature, top_k, top_p)
+        sampling = chain.sampling(temperature, top_k, top_p)
         base = seed if seed is not None else settings.seed
         for i, (line, target) in enumerate(zip(lines, targets)):
             if foreign := foreign_letters(line):

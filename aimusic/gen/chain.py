@@ -58,11 +58,16 @@ LAYOUT_STAGES = {"flat": ("semantic", "coarse", "fine"), "delay": ("semantic", "
 DEFAULT_TEMPERATURE = {"semantic": 1.0, "coarse": 0.8, "fine": 0.6, "delay": 0.8, "acoustic": 0.8}
 
 
+SAMPLING_FILE = "sampling.json"  # a models folder's own sampling defaults, per stage
+
+
 def sampling_for(stages: tuple[str, ...], temperature: list[float] | None = None,
-                 top_k: list[int] | None = None,
-                 top_p: list[float] | None = None) -> dict[str, Sampling]:
+                 top_k: list[int] | None = None, top_p: list[float] | None = None,
+                 defaults: dict[str, Sampling] | None = None) -> dict[str, Sampling]:
     """Per-stage settings from lists of one value (every stage) or one per stage; an
-    empty or missing list keeps the defaults. top-k 0 and top-p 1 turn them off."""
+    empty or missing list keeps the defaults: ``defaults`` (a chain's, from its models
+    folder's sampling.json) where it names the stage, else DEFAULT_TEMPERATURE and
+    ``Sampling``'s. top-k 0 and top-p 1 turn them off."""
 
     def per_stage(values: list | None, name: str) -> list | None:
         if not values:
@@ -79,12 +84,43 @@ def sampling_for(stages: tuple[str, ...], temperature: list[float] | None = None
     ps = per_stage(top_p, "top-p")
     out = {}
     for i, s in enumerate(stages):
-        t = float(temps[i]) if temps else DEFAULT_TEMPERATURE[s]
-        k = int(ks[i]) if ks else Sampling.top_k
-        p = float(ps[i]) if ps else None
+        base = (defaults or {}).get(s) or Sampling(DEFAULT_TEMPERATURE[s])
+        t = float(temps[i]) if temps else base.temperature
+        k = int(ks[i]) if ks else base.top_k
+        p = float(ps[i]) if ps else base.top_p
         if t < 0 or (k is not None and k < 0) or (p is not None and not 0 < p <= 1):
             raise AimusicError(f"{s}: temperature must be >= 0, top-k >= 0 and top-p in (0, 1]")
         out[s] = Sampling(t, k or None, p if p is not None and p < 1 else None)
+    return out
+
+
+def read_sampling(models_dir: Path) -> dict[str, Sampling]:
+    """The sampling defaults a models folder states in sampling.json (none: {}), e.g.
+    ``{"coarse": {"temperature": 1.0, "top_k": 0}}``: the settings its figures were
+    measured with. Stages it does not name keep the global defaults."""
+    import json
+
+    path = models_dir / SAMPLING_FILE
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ArtifactError(path, f"unreadable sampling defaults: {e}") from e
+    out = {}
+    for stage, given in data.items():
+        if stage.startswith("_"):  # "_note": why these settings
+            continue
+        keys = {"temperature", "top_k", "top_p"}
+        if stage not in DEFAULT_TEMPERATURE or not isinstance(given, dict) or set(given) - keys:
+            raise ArtifactError(path, f"{stage!r}: expected a stage ({', '.join(DEFAULT_TEMPERATURE)}) "
+                                      f"with some of {', '.join(sorted(keys))}")
+        try:
+            out[stage] = sampling_for((stage,), [given["temperature"]] if "temperature" in given else None,
+                                      [given["top_k"]] if "top_k" in given else None,
+                                      [given["top_p"]] if "top_p" in given else None)[stage]
+        except (AimusicError, TypeError, ValueError) as e:
+            raise ArtifactError(path, f"{stage}: {e}") from e
     return out
 
 
@@ -101,6 +137,7 @@ class Chain:
     windows: dict[str, int]  # stage -> window (semantic tokens; frames for fine)
     layout: str
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    defaults: dict[str, Sampling] = field(default_factory=dict)  # its folder's sampling.json
     decoders: dict[str, Decoder] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -108,7 +145,13 @@ class Chain:
 
     @property
     def stages(self) -> tuple[str, ...]:
-        return LAYOUT_STAGES[self.layout]
+        """The layout's stages that are loaded: a flat or acoustic chain may have no fine LM."""
+        return tuple(s for s in LAYOUT_STAGES[self.layout] if s in self.lms)
+
+    def sampling(self, temperature: list[float] | None = None, top_k: list[int] | None = None,
+                 top_p: list[float] | None = None) -> dict[str, Sampling]:
+        """``sampling_for`` this chain's stages, from its own defaults."""
+        return sampling_for(self.stages, temperature, top_k, top_p, self.defaults)
 
     @property
     def sample_rate(self) -> int:
@@ -142,7 +185,7 @@ def choose_layout(models_dir: str | Path, layout: str | None) -> str:
         if layout not in LAYOUT_STAGES:
             raise AimusicError(f"unknown layout {layout!r}; choose {', '.join(LAYOUT_STAGES)}")
         return layout
-    flat_there = all(lm_path(models_dir, s).exists() for s in ("coarse", "fine"))
+    flat_there = lm_path(models_dir, "coarse").exists()
     return "delay" if lm_path(models_dir, "delay").exists() and not flat_there else "flat"
 
 
@@ -159,7 +202,9 @@ def load_chain(models_dir: str | Path, layout: str | None = None, device: torch.
                codec_path: str | Path | None = None,
                semantic_path: str | Path | None = None) -> Chain:
     """Load and check the models: missing ones name the command that makes them, and LMs
-    trained on tokens of another codec or semantic model are refused."""
+    trained on tokens of another codec or semantic model are refused. The fine LM is
+    optional: without it the chain decodes the coarse levels alone, at the codec's lower
+    bandwidth."""
     from aimusic.codec.model import load_codec
     from aimusic.codec.stream import codec_hash
     from aimusic.lm.model import lm_path, load_lm
@@ -180,13 +225,16 @@ def load_chain(models_dir: str | Path, layout: str | None = None, device: torch.
     lms, windows = {}, {}
     for stage in LAYOUT_STAGES[layout]:
         path = lm_path(models_dir, stage)
+        if stage == "fine" and not path.exists():
+            continue
         if not path.exists():
             flag = " --layout delay" if layout == "delay" else ""
             raise ArtifactError(path, f"{stage} LM not found; train one with "
                                       f"`aimusic train-lm{flag} --stage {stage} --models {models_dir}`")
         lm = load_lm(path, stage, device)
-        # the semantic LM reads semantic tokens alone: any codec may render what it makes
-        roles = ("semantic",) if stage == "semantic" else tuple(have)
+        # the semantic LM reads semantic tokens alone (any codec may render what it makes),
+        # the acoustic-only LM codec tokens alone (any semantic model may stand beside it)
+        roles = {"semantic": ("semantic",), "acoustic": ("codec",)}.get(stage, tuple(have))
         for role in roles:
             h, made = have[role], lm.depends.get(role)
             if made != h:
@@ -200,9 +248,9 @@ def load_chain(models_dir: str | Path, layout: str | None = None, device: torch.
                                       f"{cfg.codebook_size}; the models give {want[0]}, {want[1]} "
                                       f"of {want[2]}")
         lms[stage], windows[stage] = lm, lm_window(path, cfg, fpt)
-    chain = Chain(codec, semantic, lms, windows, layout, device)
+    chain = Chain(codec, semantic, lms, windows, layout, device, read_sampling(models_dir))
     c = chain.coarse_lm
-    if c is not None and lms[c].cfg.coarse_levels != lms["fine"].cfg.coarse_levels:
+    if c is not None and "fine" in lms and lms[c].cfg.coarse_levels != lms["fine"].cfg.coarse_levels:
         raise AimusicError(f"the {c} and fine LMs split the levels differently "
                            f"({lms[c].cfg.coarse_levels} vs {lms['fine'].cfg.coarse_levels})")
     return chain
@@ -222,8 +270,10 @@ def stage_tokens(chain: Chain, prompt_tokens: int, n: int) -> dict[str, int]:
     c = chain.coarse_lm
     assert c is not None
     kc = chain.lms[c].cfg.coarse_levels
-    length, starts = fine_windows(fpt * P, fpt * (P + n), win["fine"])
     semantic = {"semantic": n} if "semantic" in chain.stages else {}
+    if "fine" not in chain.stages:
+        return {**semantic, c: fpt * n * kc}
+    length, starts = fine_windows(fpt * P, fpt * (P + n), win["fine"])
     return {**semantic, c: fpt * n * kc, "fine": len(starts) * length * (K - kc)}
 
 
@@ -242,9 +292,9 @@ def sample_tokens(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: 
     before) and tokens. ``threads`` (default: when torch may use two or more threads) runs
     the stages side by side, one torch thread each. The acoustic layout has no semantic
     stage: it reads only the prompt's codes and returns no semantic tokens ([0]).
-    ``fine=False`` skips the fine stage: the codes are the coarse levels alone
-    ([Kc, fpt * n]), which the codec decodes at its lower bandwidth (flat and acoustic
-    layouts; the delay layout makes every level at once)."""
+    ``fine=False``, or a chain with no fine LM, skips the fine stage: the codes are the
+    coarse levels alone ([Kc, fpt * n]), which the codec decodes at its lower bandwidth
+    (flat and acoustic layouts; the delay layout makes every level at once)."""
     return _sample(chain, semantic, codes, n, None, sampling, seed, use_cache, progress,
                    threads, fine)
 
@@ -275,6 +325,7 @@ def _sample(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: int,
     if not fine and chain.layout == "delay":
         raise AimusicError("the delay layout has no fine stage to skip: it makes every level "
                            "at once")
+    fine = fine and "fine" in chain.stages
     stages = tuple(s for s in chain.stages
                    if (given is None or s != "semantic") and (fine or s != "fine"))
     sem_out = S.Stream(semantic.long().cpu()) if given is None else \

@@ -49,7 +49,6 @@ from aimusic.gen.chain import (
     encode_prompt,
     fresh_seed,
     sample_tokens,
-    sampling_for,
     stage_seed,
 )
 from aimusic.gen.stages import Sampling
@@ -152,7 +151,7 @@ class Continuation:
         self.sem, self.codes = encode_prompt(chain, audio, limit, name)
         self.t_enc = time.perf_counter() - self.t0
         self.seed = fresh_seed(seed)
-        self.sampling = sampling or sampling_for(chain.stages)
+        self.sampling = sampling or chain.sampling()
         self.n_tokens = math.ceil(self.n_samples / hop)
         per = self.n_tokens if chunk_seconds is None else max(1, round(chunk_seconds * sr / hop))
         self.per_chunk = min(per, self.n_tokens)
@@ -165,9 +164,10 @@ class Continuation:
         self.samples = 0  # samples of output handed out
 
     def _levels(self) -> int:
-        """Levels the stages make: all, or the coarse ones without the fine stage."""
+        """Levels the stages make: all, or the coarse ones without the fine stage (skipped,
+        or no fine LM in the chain)."""
         c = self.chain.coarse_lm
-        if self.fine or c is None:
+        if c is None or (self.fine and "fine" in self.chain.stages):
             return int(self.chain.codec.cfg.levels)
         return int(self.chain.lms[c].cfg.coarse_levels)
 
@@ -325,7 +325,7 @@ def generate_audio(chain: Chain, seconds: float, *, sampling: dict[str, Sampling
     _, codes, stats = sample_tokens(chain, torch.zeros(0, dtype=torch.long),
                                     torch.zeros(K, 0, dtype=torch.long),
                                     math.ceil(n / chain.token_samples),
-                                    sampling or sampling_for(chain.stages), seed, use_cache,
+                                    sampling or chain.sampling(), seed, use_cache,
                                     Bars(progress, label=label, unit="tokens"), threads)
     t1 = time.perf_counter()
     out = decode_codes(chain, codes)[:n]

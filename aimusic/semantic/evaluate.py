@@ -1,9 +1,13 @@
 """Do tokens follow the music or the instrument? Agreement between two renders of the
 same pieces with disjoint instrument sets (``make_corpus.py --pairs``: folders a/ and b/
 holding the same file names), as normalized mutual information between time-aligned token
-sequences. Two controls on the same sequences show how much of a figure is the moment
-being played and how much is just the number of clusters against the number of frames
-(NMI's finite-sample bias) or the piece's key and register.
+sequences, and as the share of frames given the very same token. NMI does not see a
+consistent relabelling (a transposition that maps every token to another one keeps it
+high); the same-token share does: tokens that follow the notes keep it high across
+instruments and lose it under a transposition. Two controls on the same sequences show
+how much of a figure is the moment being played and how much is just the number of
+clusters against the number of frames (NMI's finite-sample bias) or the piece's key and
+register.
 """
 
 from __future__ import annotations
@@ -56,10 +60,11 @@ def pairs(pairs_dir: str | Path) -> list[tuple[Path, Path]]:
 def agreement(found: list[tuple[Path, Path]],
               tokenizers: Mapping[str, Callable[[np.ndarray], np.ndarray]],
               sr: int = 24000) -> dict[str, Any]:
-    """Per tokenizer: NMI between the time-aligned renders, and two controls on the same
-    token sequences: ``shifted`` (same piece, render b rolled by half the piece: shares
-    key, register and tempo, not the moment) and ``other`` (each render a against render b
-    of another piece: shares only the corpus's statistics, the chance level)."""
+    """Per tokenizer: NMI and the same-token share (``same``) between the time-aligned
+    renders, and two controls on the same token sequences: ``shifted`` (same piece, render
+    b rolled by half the piece: shares key, register and tempo, not the moment) and
+    ``other`` (each render a against render b of another piece: shares only the corpus's
+    statistics, the chance level); ``same_shifted`` and ``same_other`` for the share."""
     toks: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in tokenizers}
     for pa, pb in found:
         xa, xb = load_audio(pa, sr), load_audio(pb, sr)
@@ -79,7 +84,12 @@ def agreement(found: list[tuple[Path, Path]],
             m = min(ta.size, tb.size)
             oa.append(ta[:m])
             ob.append(tb[:m])
-        other = nmi(np.concatenate(oa), np.concatenate(ob)) if len(seqs) > 1 else float("nan")
+        other = same_other = float("nan")
+        if len(seqs) > 1:
+            oa_, ob_ = np.concatenate(oa), np.concatenate(ob)
+            other, same_other = nmi(oa_, ob_), float((oa_ == ob_).mean())
         out[name] = {"nmi": round(nmi(a, b), 4), "shifted": round(nmi(a, s), 4),
-                     "other": round(other, 4), "frames": int(a.size)}
+                     "other": round(other, 4), "same": round(float((a == b).mean()), 4),
+                     "same_shifted": round(float((a == s).mean()), 4),
+                     "same_other": round(same_other, 4), "frames": int(a.size)}
     return {"pieces": len(found), "tokenizers": out}

@@ -392,7 +392,7 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
     acoustic LMs choose a voice); ``voice_match`` > 0 re-expresses the new frames in the
     voice's own (``voice.prompt.match_voice``); ``eq`` equalizes the speech to undo how the
     codec colours the voice (``voice.prompt.codec_eq``); ``fine=False`` skips the fine stage and decodes
-    the coarse levels alone. ``sampling`` is ``sampling_for(chain.stages, ...)``'s: its
+    the coarse levels alone. ``sampling`` is ``chain.sampling(...)``'s: its
     ``semantic`` entry is the reading LM's (which writes the semantic tokens in place of the
     semantic LM). Returns what ``continue_audio`` returns, with
     the ``phonemes`` and the number of semantic tokens read."""
@@ -400,7 +400,6 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
         encode_prompt,
         fresh_seed,
         render_semantic,
-        sampling_for,
         stage_seed,
     )
     from aimusic.gen.continuation import render
@@ -424,7 +423,7 @@ def speak_text(chain: Any, lm: TokenLM, text: str, voice: np.ndarray | None = No
     else:
         sem, codes = torch.zeros(0, dtype=torch.long), torch.zeros(K, 0, dtype=torch.long)
     t_enc = time.perf_counter() - t0
-    sampling = sampling or sampling_for(chain.stages)
+    sampling = sampling or chain.sampling()
     rs = sampling["semantic"]
     gen = torch.Generator().manual_seed(stage_seed(seed, "reading"))
     t1 = time.perf_counter()
