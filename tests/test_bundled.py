@@ -1,5 +1,6 @@
-"""The models that ship in the package (aimusic/bundled/music and voice), the CLI's fallback
-to them, `aimusic demo`, and the script that makes a bundle (examples/bundle_models.py)."""
+"""The models that ship in the package (aimusic/bundled/music, piano and voice), the CLI's
+fallback to them, `aimusic demo`, and the script that makes a bundle
+(examples/bundle_models.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from aimusic.artifacts import read_metadata
 from aimusic.audio import load_audio, save_audio
 from aimusic.cli import app
 from aimusic.codec.stream import codec_hash
-from aimusic.demo import EXAMPLE_PROMPT
+from aimusic.demo import EXAMPLE_PROMPT, PIANO_PROMPT
 from aimusic.fileio import file_hash
 from aimusic.gen import load_chain
 from aimusic.lm.model import load_lm
@@ -27,7 +28,20 @@ from aimusic.voice.tts import EXAMPLE_VOICE
 runner = CliRunner()
 BUNDLE = bundled_models_dir("music")
 VOICE = bundled_models_dir("voice")
+PIANO = bundled_models_dir("piano")
 SR = 24000
+
+
+def check_card_and_size(bundle: Path, most_bytes: float) -> None:
+    """A bundle's model files fit its budget, its card names each by its hash, and its
+    figures.json has tables with rows."""
+    files = sorted(bundle.glob("*.safetensors"))
+    assert sum(f.stat().st_size for f in files) <= most_bytes
+    card = (bundle / "MODEL_CARD.md").read_text()
+    for f in files:
+        assert file_hash(f) in card, f.name
+    figures = json.loads((bundle / "figures.json").read_text())
+    assert figures["tables"] and all(t["rows"] for t in figures["tables"])
 
 
 def test_bundled_models_load_chain_and_fit_the_size_budget() -> None:
@@ -38,15 +52,35 @@ def test_bundled_models_load_chain_and_fit_the_size_budget() -> None:
         assert lm.depends == have, stage
         assert read_metadata(lm.source_path)["extra"]["stored_as"] == "float16"
         assert next(lm.parameters()).dtype == torch.float32  # loaded back as float32
-    files = sorted(BUNDLE.glob("*.safetensors"))
-    assert sum(f.stat().st_size for f in files) <= 60e6
-    card = (BUNDLE / "MODEL_CARD.md").read_text()
-    for f in files:  # the card names every file by its hash
-        assert file_hash(f) in card, f.name
-    figures = json.loads((BUNDLE / "figures.json").read_text())
-    assert figures["tables"] and all(t["rows"] for t in figures["tables"])
+    check_card_and_size(BUNDLE, 60e6)
     # the example prompt is a piece of the recorded test split, never trained on
     assert load_audio(EXAMPLE_PROMPT, SR).size >= 25 * SR
+
+
+def test_bundled_piano_models_load_chain_and_fit_the_size_budget() -> None:
+    """The piano set: semantic and coarse LMs (no fine LM: the codec decodes the three
+    coarse levels), at most 40 MB, each LM made on the tokens of the codec and semantic
+    model beside it, the sampling its figures were measured with, a test-split prompt."""
+    chain = load_chain(PIANO)
+    assert chain.layout == "flat" and chain.stages == ("semantic", "coarse")
+    have = {"codec": codec_hash(chain.codec), "semantic": chain.semantic.source_hash}
+    for stage, lm in chain.lms.items():
+        assert lm.depends == have, stage
+        assert read_metadata(lm.source_path)["extra"]["stored_as"] == "float16"
+    check_card_and_size(PIANO, 40e6)
+    s = chain.sampling()  # plain sampling: at 0.8 these LMs fade to silence
+    assert s["coarse"].temperature == 1.0 and s["coarse"].top_k is None
+    assert load_audio(PIANO_PROMPT, SR).size >= 25 * SR
+
+
+def test_continue_with_the_piano_models_by_name(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    save_audio(tmp_path / "p.wav", load_audio(PIANO_PROMPT, SR, duration=2.0), SR)
+    r = runner.invoke(app, ["continue", "p.wav", "--seconds", "0.4", "-o", "out.wav", "--seed", "1",
+                            "--models", "piano"])
+    assert r.exit_code == 0, r.output
+    y = load_audio(tmp_path / "out.wav")
+    assert abs(y.size - 2.4 * SR) <= 320 and np.isfinite(y).all() and np.abs(y).max() > 0.01
 
 
 def test_bundled_voice_models_load_chain_and_fit_the_size_budget() -> None:
@@ -60,13 +94,7 @@ def test_bundled_voice_models_load_chain_and_fit_the_size_budget() -> None:
         else:
             assert lm.depends == have, stage
         assert read_metadata(lm.source_path)["extra"]["stored_as"] == "float16"
-    files = sorted(VOICE.glob("*.safetensors"))
-    assert sum(f.stat().st_size for f in files) <= 40e6
-    card = (VOICE / "MODEL_CARD.md").read_text()
-    for f in files:
-        assert file_hash(f) in card, f.name
-    figures = json.loads((VOICE / "figures.json").read_text())
-    assert figures["tables"] and all(t["rows"] for t in figures["tables"])
+    check_card_and_size(VOICE, 40e6)
     assert load_audio(EXAMPLE_VOICE, SR).size >= 3 * SR  # a test voice: never trained on
 
 
@@ -104,7 +132,10 @@ def test_demo_writes_audio_figures_and_report(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["files"]) == {"continued", "truth", "truth-codec"}
-    for f in m["files"].values():
+    p = m["piano"]  # and a piano piece of the test split with the piano models
+    assert set(p["files"]) == {"piano-continued", "piano-truth", "piano-truth-codec"}
+    assert p["models"]["lm-coarse"]["hash"] == file_hash(PIANO / "lm-coarse.safetensors")
+    for f in [*m["files"].values(), *p["files"].values()]:
         assert load_audio(out / f["audio"]).size == int(2.5 * SR)
         assert (out / f["image"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     v = m["voice"]  # and a sentence spoken in the example voice with the voice models
@@ -113,8 +144,8 @@ def test_demo_writes_audio_figures_and_report(tmp_path: Path) -> None:
     speech = load_audio(out / v["files"]["speech"]["audio"])
     assert speech.size > SR and np.abs(speech).max() > 0.01
     html = (out / "report.html").read_text()
-    assert html.count("<audio") == 5 and html.count("<img") == 5 and "Timings" in html
-    assert "Voice models" in html
+    assert html.count("<audio") == 8 and html.count("<img") == 8 and "Timings" in html
+    assert "Voice models" in html and "Solo piano" in html
     assert m["figures"] and m["models"]["codec"]["hash"] == file_hash(BUNDLE / "codec.safetensors")
     short = tmp_path / "short.wav"
     save_audio(short, np.zeros(SR, np.float32), SR)
@@ -189,6 +220,8 @@ def test_models_names_a_bundled_set_where_no_folder_has_that_name(tmp_path: Path
     monkeypatch.chdir(tmp_path)
     assert models_to_read(Path("voice")) == VOICE  # no ./voice here: the bundled set
     assert models_to_read(Path("music")) == BUNDLE
-    (tmp_path / "voice").mkdir()
-    assert models_to_read(Path("voice")) == Path("voice")  # a folder of that name wins
+    (tmp_path / "voice").mkdir()  # a folder of that name with no models in it (piano/ of
+    assert models_to_read(Path("voice")) == VOICE  # `make piano-pipeline`) does not hide it
+    (tmp_path / "voice" / "codec.safetensors").write_bytes(b"")
+    assert models_to_read(Path("voice")) == Path("voice")  # a models folder of that name wins
     assert models_to_read(Path("nothing")) == Path("nothing")  # the usual errors follow
