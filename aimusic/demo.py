@@ -88,7 +88,7 @@ def _continue(models_dir: Path, prompt_path: Path, prompt_seconds: float, second
 
     r = continue_audio(chain, prompt, seconds, seed=seed, progress=progress, name=str(prompt_path))
     rows = [(f"{prefix}continued", r["audio"], f"generated: {prompt_seconds:g} s prompt + "
-             f"{seconds:g} s from the {', '.join(chain.stages)} LMs")]
+             f"{seconds:g} s from the {' and '.join(chain.stages)} LMs")]
     if truth is not None:
         rows.append((f"{prefix}truth", truth, "what really came next (never trained on)"))
         rows.append((f"{prefix}truth-codec", roundtrip(chain.codec, truth, device=chain.device),
