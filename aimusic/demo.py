@@ -88,7 +88,7 @@ def _continue(models_dir: Path, prompt_path: Path, prompt_seconds: float, second
 
     r = continue_audio(chain, prompt, seconds, seed=seed, progress=progress, name=str(prompt_path))
     rows = [(f"{prefix}continued", r["audio"], f"generated: {prompt_seconds:g} s prompt + "
-             f"{seconds:g} s from the {' and '.join(chain.stages)} LMs")]
+             f"{seconds:g} s from the {_listed(chain.stages)} LMs")]
     if truth is not None:
         rows.append((f"{prefix}truth", truth, "what really came next (never trained on)"))
         rows.append((f"{prefix}truth-codec", roundtrip(chain.codec, truth, device=chain.device),
@@ -132,6 +132,11 @@ def _speak(models_dir: Path, out: Path, seed: int, progress: bool) -> dict[str, 
         "models": _describe({**_chain_models(chain), "lm-reading": lm}),
         "figures": _figures(models_dir),
     }
+
+
+def _listed(names: tuple[str, ...]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
 def _write_clips(out: Path, rows: list[tuple[str, Any, str]], sr: int,
