@@ -34,9 +34,9 @@ def continuation_tables(m: dict) -> list[dict]:
                "rows": rows,
                "note": "1 = as coherent as the true continuation, 0 = an unrelated clip. "
                        "Targets: overall >= 0.7 and above the acoustic-only baseline. "
-                       "aimusic eval continuation data/piano/piano/test --models MODELS "
-                       "--layout flat --layout acoustic --clips 12 --seconds 10 "
-                       "--constructed --notes"}]
+                       "aimusic eval continuation $(ls data/piano/piano/test/*.wav | sort "
+                       "| awk 'NR%6==1') --models MODELS --layout flat --layout acoustic "
+                       "--clips 0 --seconds 10 --constructed --notes"}]
     if notes:
         keys = ["key", "onsets_per_s", "sounding", "confidence"]
         order = {"truth": "the true continuation", **CONTINUATION_ROWS}

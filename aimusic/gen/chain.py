@@ -107,11 +107,11 @@ def read_sampling(models_dir: Path) -> dict[str, Sampling]:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ArtifactError(path, f"unreadable sampling defaults: {e}") from e
+    keys = {"temperature", "top_k", "top_p"}
     out = {}
     for stage, given in data.items():
         if stage.startswith("_"):  # "_note": why these settings
             continue
-        keys = {"temperature", "top_k", "top_p"}
         if stage not in DEFAULT_TEMPERATURE or not isinstance(given, dict) or set(given) - keys:
             raise ArtifactError(path, f"{stage!r}: expected a stage ({', '.join(DEFAULT_TEMPERATURE)}) "
                                       f"with some of {', '.join(sorted(keys))}")
@@ -147,6 +147,10 @@ class Chain:
     def stages(self) -> tuple[str, ...]:
         """The layout's stages that are loaded: a flat or acoustic chain may have no fine LM."""
         return tuple(s for s in LAYOUT_STAGES[self.layout] if s in self.lms)
+
+    def runs_fine(self, fine: bool = True) -> bool:
+        """Whether the fine stage runs: asked for (``fine``) and a fine LM is loaded."""
+        return fine and "fine" in self.stages
 
     def sampling(self, temperature: list[float] | None = None, top_k: list[int] | None = None,
                  top_p: list[float] | None = None) -> dict[str, Sampling]:
@@ -271,7 +275,7 @@ def stage_tokens(chain: Chain, prompt_tokens: int, n: int) -> dict[str, int]:
     assert c is not None
     kc = chain.lms[c].cfg.coarse_levels
     semantic = {"semantic": n} if "semantic" in chain.stages else {}
-    if "fine" not in chain.stages:
+    if not chain.runs_fine():
         return {**semantic, c: fpt * n * kc}
     length, starts = fine_windows(fpt * P, fpt * (P + n), win["fine"])
     return {**semantic, c: fpt * n * kc, "fine": len(starts) * length * (K - kc)}
@@ -325,7 +329,7 @@ def _sample(chain: Chain, semantic: torch.Tensor, codes: torch.Tensor, n: int,
     if not fine and chain.layout == "delay":
         raise AimusicError("the delay layout has no fine stage to skip: it makes every level "
                            "at once")
-    fine = fine and "fine" in chain.stages
+    fine = chain.runs_fine(fine)
     stages = tuple(s for s in chain.stages
                    if (given is None or s != "semantic") and (fine or s != "fine"))
     sem_out = S.Stream(semantic.long().cpu()) if given is None else \

@@ -167,7 +167,7 @@ class Continuation:
         """Levels the stages make: all, or the coarse ones without the fine stage (skipped,
         or no fine LM in the chain)."""
         c = self.chain.coarse_lm
-        if c is None or (self.fine and "fine" in self.chain.stages):
+        if c is None or self.chain.runs_fine(self.fine):
             return int(self.chain.codec.cfg.levels)
         return int(self.chain.lms[c].cfg.coarse_levels)
 
