@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from aimusic.audio import save_audio
 from aimusic.cli import app
 from aimusic.gen import coherence as C
-from aimusic.gen.evaluate import BREAKS, CASES, evaluate_continuation, lead_silence
+from aimusic.gen.evaluate import BREAKS, CASES, evaluate_continuation, lead_silence, load_clips, spread
 
 REAL = Path("/usr/share/hyperrogue/music")
 BROWSER = shutil.which("chromium-headless-shell") or shutil.which("chromium")
@@ -115,6 +115,20 @@ def test_report_files_and_browser_rendering(checked) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'data-images-loaded="5/5"' in r.stdout, r.stdout[:2000]
     assert 'data-audio="5"' in r.stdout
+
+
+def test_clips_are_taken_spread_over_the_files(tmp_path: Path) -> None:
+    """--clips N takes every len/N-th file (a split sorted by composer is sampled across
+    composers); a file that cannot be used gives way to the next unused one."""
+    names = [Path(f"{i:02d}.wav") for i in range(10)]
+    assert spread(names, 3) == [names[i] for i in (0, 3, 6, 1, 2, 4, 5, 7, 8, 9)]
+    assert spread(names, 0) == names and spread(names, 10) == names and spread(names, 12) == names
+    for i in range(6):
+        save_audio(tmp_path / f"{i}.wav", melody(3.0 if i != 2 else 1.0, seed=i), SR)
+    files = sorted(tmp_path.glob("*.wav"))
+    clips, skipped = load_clips(files, SR, 1.0, 1.5, limit=3)  # takes 0, 2, 4; 2 is too short
+    assert [c.name for c in clips] == ["0", "4", "1"]
+    assert [Path(s["source"]).name for s in skipped] == ["2.wav"]
 
 
 def _cli(*args: str) -> str:

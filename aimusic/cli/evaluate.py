@@ -230,7 +230,8 @@ def eval_continuation_cmd(
                                                           "report.html, audio and PNGs.")] = Path("report"),
     prompt_seconds: Annotated[float, typer.Option(help="Seconds of each clip used as the prompt.")] = 5.0,
     seconds: Annotated[float, typer.Option("--seconds", "-s", help="Seconds continued and measured.")] = 10.0,
-    clips: Annotated[int, typer.Option(help="At most this many clips (0: every file).")] = 8,
+    clips: Annotated[int, typer.Option(help="At most this many clips, from files spread evenly "
+                                            "over the list (0: every file).")] = 8,
     offset: Annotated[float, typer.Option(help="Seconds into each file (after its leading "
                                                 "silence) where the prompt starts.")] = 0.0,
     layout: Annotated[

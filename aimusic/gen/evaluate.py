@@ -68,17 +68,31 @@ def lead_silence(x: np.ndarray, sr: int, db: float = -40.0) -> int:
     return int(loud[0] * n) if loud.size else 0
 
 
+def spread(files: Sequence[Path], n: int) -> list[Path]:
+    """``files`` reordered so that the first ``n`` are spread evenly over the list (the
+    i-th is file ``i * len / n``), the rest after them in order, to stand in for any of the
+    first that cannot be used. ``n`` of 0, or at least the number of files: as they are."""
+    files = list(files)
+    if not 0 < n < len(files):
+        return files
+    first = sorted({i * len(files) // n for i in range(n)})
+    taken = set(first)
+    return [files[i] for i in first] + [f for i, f in enumerate(files) if i not in taken]
+
+
 def load_clips(files: Sequence[Path], sr: int, prompt_seconds: float, seconds: float,
                offset: float = 0.0, limit: int = 0) -> tuple[list[Clip], list[dict[str, str]]]:
-    """Clips from audio files, in order; unreadable or too short files are skipped and
-    reported (source, reason)."""
+    """Clips from audio files; unreadable or too short files are skipped and reported
+    (source, reason). With a ``limit`` below the number of files, the files are taken
+    spread evenly over the list (``spread``), so that a split sorted by source (a test
+    split whose first files are all one composer's) is sampled across its sources."""
     from aimusic.audio import load_audio
     from aimusic.errors import AudioError
 
     P, S = round(prompt_seconds * sr), round(seconds * sr)
     clips: list[Clip] = []
     skipped: list[dict[str, str]] = []
-    for f in files:
+    for f in spread(files, limit):
         if limit and len(clips) >= limit:
             break
         try:
