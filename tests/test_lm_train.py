@@ -250,8 +250,11 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tokens: Path, tmp_p
 
 def test_resuming_on_tokens_of_other_models_is_refused(tokens: Path, small_cfg: Path,
                                                        tmp_path: Path) -> None:
+    """Tokens of another codec are refused to a stage that reads codec tokens; the semantic
+    LM reads semantic tokens alone, so tokens of the same semantic model with another
+    codec are its own (and another semantic model's are not)."""
     other = make_tokens(tmp_path / "other", {**DEPENDS, "codec": "0123456789abcdef"})
-    base = ["train-lm", "--stage", "semantic", "--preset", "tiny", "--config", str(small_cfg),
+    base = ["train-lm", "--stage", "coarse", "--preset", "tiny", "--config", str(small_cfg),
             "-o", str(tmp_path / "m")]
     _cli(*base, str(tokens), "--steps", "2")
     r = runner.invoke(app, ["--device", "cpu", *base, str(other), "--steps", "4", "--resume"])
@@ -259,11 +262,20 @@ def test_resuming_on_tokens_of_other_models_is_refused(tokens: Path, small_cfg: 
     msg = r.output.replace("\n", "")
     assert "trained on tokens of other models" in msg and "codec c0dec0000000000a" in msg
     assert "0123456789abcdef" in msg
-    r = runner.invoke(app, ["--device", "cpu", "eval", "lm", str(other), "--stage", "semantic",
+    r = runner.invoke(app, ["--device", "cpu", "eval", "lm", str(other), "--stage", "coarse",
                             "--models", str(tmp_path / "m")])
     assert r.exit_code == 1 and "trained on tokens of other models" in r.output.replace("\n", "")
     with pytest.raises(ArtifactError, match="made with the codec model"):
         TokenDataset(other, codec_hash=DEPENDS["codec"])
+
+    semantic = [*base[:2], "semantic", *base[3:]]
+    _cli(*semantic, str(tokens), "--steps", "2")
+    _cli(*semantic, str(other), "--steps", "4", "--resume")
+    _cli("eval", "lm", str(other), "--stage", "semantic", "--models", str(tmp_path / "m"))
+    third = make_tokens(tmp_path / "third", {**DEPENDS, "semantic": "fedcba9876543210"})
+    r = runner.invoke(app, ["--device", "cpu", "eval", "lm", str(third), "--stage", "semantic",
+                            "--models", str(tmp_path / "m")])
+    assert r.exit_code == 1 and "fedcba9876543210" in r.output.replace("\n", "")
 
 
 def test_unigram_and_bigram_on_a_hand_made_sequence() -> None:

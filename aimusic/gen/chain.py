@@ -211,7 +211,7 @@ def load_chain(models_dir: str | Path, layout: str | None = None, device: torch.
     bandwidth."""
     from aimusic.codec.model import load_codec
     from aimusic.codec.stream import codec_hash
-    from aimusic.lm.model import lm_path, load_lm
+    from aimusic.lm.model import lm_path, load_lm, reads
     from aimusic.semantic.model import load_semantic
 
     models_dir = Path(models_dir)
@@ -236,10 +236,7 @@ def load_chain(models_dir: str | Path, layout: str | None = None, device: torch.
             raise ArtifactError(path, f"{stage} LM not found; train one with "
                                       f"`aimusic train-lm{flag} --stage {stage} --models {models_dir}`")
         lm = load_lm(path, stage, device)
-        # the semantic LM reads semantic tokens alone (any codec may render what it makes),
-        # the acoustic-only LM codec tokens alone (any semantic model may stand beside it)
-        roles = {"semantic": ("semantic",), "acoustic": ("codec",)}.get(stage, tuple(have))
-        for role in roles:
+        for role in reads(stage):
             h, made = have[role], lm.depends.get(role)
             if made != h:
                 raise ArtifactError(path, f"was trained on tokens of {role} {made}, but {names[role]} "

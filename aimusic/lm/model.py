@@ -386,6 +386,14 @@ def lm_path(models_dir: str | os.PathLike, stage: str) -> Path:
     return Path(models_dir) / f"lm-{stage}.safetensors"
 
 
+def reads(stage: str) -> tuple[str, ...]:
+    """Whose tokens a stage's LM reads, so whose hashes must match where it is used: the
+    semantic LM reads semantic tokens alone (any codec may render what it makes), the
+    acoustic-only LM codec tokens alone (any semantic model may stand beside it), the
+    others both."""
+    return {"semantic": ("semantic",), "acoustic": ("codec",)}.get(stage, ("codec", "semantic"))
+
+
 def save_lm(model: TokenLM, path: str | os.PathLike, depends: dict[str, str] | None = None,
             extra: dict | None = None) -> Path:
     """Write an ``aimusic.lm/1`` file; ``depends`` names the codec / semantic / token hashes."""

@@ -43,7 +43,7 @@ from aimusic.lm.loop import (
     restore,
     snapshot,
 )
-from aimusic.lm.model import LMConfig, TokenLM, lm_path, save_lm
+from aimusic.lm.model import LMConfig, TokenLM, lm_path, reads, save_lm
 from aimusic.lm.windows import StageBatches, StageData, Window, WindowSampler, tile_windows
 from aimusic.tokens.reader import TokenDataset
 
@@ -228,12 +228,12 @@ def train_lm(tokens_dir: str | Path, out_dir: str | Path, stages: list[str], mod
         return results
 
 
-def check_depends(have: dict[str, str], ds: TokenDataset, what: Path) -> None:
-    """Refuse tokens made by other models than the ones an LM was trained on."""
-    if have != ds.depends:
-        diff = ", ".join(f"{role} {have.get(role)} (tokens: {ds.depends.get(role)})"
-                         for role in sorted(set(have) | set(ds.depends))
-                         if have.get(role) != ds.depends.get(role))
+def check_depends(have: dict[str, str], ds: TokenDataset, what: Path, stage: str) -> None:
+    """Refuse tokens made by other models than the ones an LM was trained on, of the
+    models whose tokens its stage reads (``reads``)."""
+    diff = ", ".join(f"{role} {have.get(role)} (tokens: {ds.depends.get(role)})"
+                     for role in reads(stage) if have.get(role) != ds.depends.get(role))
+    if diff:
         raise ArtifactError(what, f"was trained on tokens of other models than {ds.root}: "
                                   f"{diff}; use the token directory it was trained on, or "
                                   "train a new LM (without --resume)")
@@ -251,7 +251,7 @@ def _resumed_state(state_file: Path, stage: str, ds: TokenDataset, resume: bool,
                      state_file, stage)
         return None
     state = load_state(state_file)
-    check_depends(dict(state.get("depends", {})), ds, state_file)
+    check_depends(dict(state.get("depends", {})), ds, state_file, stage)
     if state["model_config"].get("stage") != stage:
         raise ArtifactError(state_file, f"is the state of the {state['model_config'].get('stage')} "
                                         f"LM, not {stage}")
@@ -407,7 +407,7 @@ def evaluate_lms(tokens_dir: str | Path, models_dir: str | Path, stages: list[st
     for stage in stages:
         path = lm_path(models_dir, stage)
         model = load_lm(path, stage, device)
-        check_depends(model.depends, ds, path)
+        check_depends(model.depends, ds, path, stage)
         window = int(read_metadata(path)["extra"].get("window", 0))
         loaded.append((path, model, StageData.make(model.cfg, ds.frames_per_token, window)))
     streams = {s for _, _, sd in loaded for s in sd.target_streams()}
