@@ -71,12 +71,17 @@ def bundle(src: Path, out: Path, stages: list[str], half: bool = True) -> list[P
     if missing:
         sys.exit(f"{src}: missing {', '.join(missing)}")
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("lm-*.safetensors"):  # a stage the new set does not ship (its fine
+        if old.name[3:-12] not in stages:  # LM, say) would be loaded beside it and refused
+            old.unlink()
     written = []
     for name in TOKEN_MODELS:
         shutil.copyfile(src / name, out / name)
         written.append(out / name)
     if (src / SAMPLING_FILE).exists():  # the sampling the models' figures were measured with
         shutil.copyfile(src / SAMPLING_FILE, out / SAMPLING_FILE)
+    else:
+        (out / SAMPLING_FILE).unlink(missing_ok=True)
     for s in stages:
         name = f"lm-{s}.safetensors"
         if half:

@@ -1,42 +1,39 @@
 #!/usr/bin/env bash
-# The music bundle rebuilt on a trained music codec (issue 29), on 2 CPU cores: the codec
-# stored as float16, the bundled semantic model kept (its tokens do not depend on the
-# codec), both corpora's train and val splits tokenized, the four LMs trained two at a time
-# (one thread each), then measured on the test splits beside the bundle they replace.
+# The music set on the kept music codec (issue 29), on 2 CPU cores: the codec as kept in
+# research/checkpoints/music-codec (float16), the bundled semantic model (its tokens do not
+# depend on the codec), both corpora's train and val splits tokenized, the semantic and
+# coarse LMs and the acoustic-only baseline (one thread each, two at a time), then measured
+# on the test splits beside the bundled set.
 #
 #   bash research/music_bundle.sh
 #
-# Without CODEC's file it first trains one: the `music` preset, CODEC_MINUTES on
-# CODEC_THREADS threads, from scratch or, with INIT=<a music codec> (the bundled one, say),
-# from that codec with its schedule carried on, so a later run continues an earlier one.
-# Steps are skipped when their output exists (delete it to redo one). Knobs: CODEC, OUT
-# (models/music-bundle), TOKENS (data/tokens-music), LM_MINUTES (coarse and acoustic;
-# semantic and fine get LM_MINUTES_SHORT), CLIPS (12).
+# Every step is skipped when its output exists (delete it to redo one); an LM with a
+# training state is resumed. Knobs: CODEC (the kept codec), OUT (models/music2), TOKENS
+# (data/tokens-music2), LM_MINUTES (coarse and acoustic, 60), SEMANTIC_MINUTES (25), CLIPS
+# (12, spread over each test split), FINE=1 also trains a fine LM (at these budgets it
+# learns nothing: the chain decodes the three coarse levels without one).
+#
+# The kept codec's decoder can go on learning without changing its tokens, so the LMs stay
+# valid: `aimusic train-codec data/corpus/recorded data/corpus/rendered --decoder-only
+# --init research/checkpoints/music-codec/codec.safetensors --config
+# research/configs/codec-decoder-fine.yaml --minutes 30 -o C`, then
+# `examples/bundle_models.py C --half-codec OUT/codec.safetensors`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A=.venv/bin/aimusic
 PY=.venv/bin/python
-CODEC=${CODEC:-models/music/codec.safetensors}
-OUT=${OUT:-models/music-bundle}
-TOKENS=${TOKENS:-data/tokens-music}
-LM_MINUTES=${LM_MINUTES:-25}
-LM_MINUTES_SHORT=${LM_MINUTES_SHORT:-20}
+CODEC=${CODEC:-research/checkpoints/music-codec/codec.safetensors}
+OUT=${OUT:-models/music2}
+TOKENS=${TOKENS:-data/tokens-music2}
+LM_MINUTES=${LM_MINUTES:-60}
+SEMANTIC_MINUTES=${SEMANTIC_MINUTES:-25}
 CLIPS=${CLIPS:-12}
-CODEC_MINUTES=${CODEC_MINUTES:-50}
-CODEC_THREADS=${CODEC_THREADS:-1}
 mkdir -p "$OUT"
 
-# 0. the codec, on both corpora's train splits (validated on their val splits)
-if [ ! -f "$CODEC" ]; then
-  mkdir -p "$(dirname "$CODEC")"
-  AIMUSIC_THREADS=$CODEC_THREADS $A train-codec data/corpus/recorded data/corpus/rendered \
-    --minutes "$CODEC_MINUTES" ${INIT:+--init "$INIT"} -o "$CODEC" > "${CODEC%.safetensors}.out" 2>&1
-fi
-
-# 1. the codec in float16 (the LMs record the hash of the file that ships), the semantic
-#    model as bundled
-[ -f "$OUT/codec.safetensors" ] || $PY examples/bundle_models.py "$CODEC" --half-codec "$OUT/codec.safetensors"
-cp "$(dirname "$CODEC")/codec.log.jsonl" "$OUT/codec.log.jsonl"
+# 1. the kept codec (float16, the file that ships: the LMs record its tokens' hash) and
+#    the semantic model as bundled
+[ -f "$OUT/codec.safetensors" ] || cp "$CODEC" "$OUT/codec.safetensors"
+cp "${CODEC%.safetensors}.log.jsonl" "$OUT/codec.log.jsonl" 2>/dev/null || true
 [ -f "$OUT/semantic.safetensors" ] || cp aimusic/bundled/music/semantic.safetensors "$OUT/"
 
 # 2. train and val splits of both corpora, linked into one folder (test is never read)
@@ -51,26 +48,35 @@ if [ ! -d "$D" ]; then
 fi
 [ -f "$TOKENS/manifest.json" ] || $A tokenize "$D" -o "$TOKENS" --models "$OUT" --workers 2
 
-# 3. the LMs, two at a time on one thread each
+# 3. the LMs, two queues on one thread each: (coarse, then semantic) and (acoustic-only
+#    baseline at the coarse LM's budget [, fine])
 lm() {  # lm STAGE MINUTES
-  [ -f "$OUT/lm-$1.safetensors" ] && return 0
-  AIMUSIC_THREADS=1 $A train-lm "$TOKENS" --stage "$1" --models "$OUT" --steps 100000 \
-    --minutes "$2" > "$OUT/lm-$1.out" 2>&1
+  local how=()
+  if [ -f "$OUT/lm-$1.state.safetensors" ]; then how=(--resume)
+  elif [ -f "$OUT/lm-$1.safetensors" ]; then return 0; fi
+  AIMUSIC_THREADS=1 $A --quiet train-lm "$TOKENS" --stage "$1" --models "$OUT" --steps 1000000 \
+    --minutes "$2" "${how[@]}" > "$OUT/lm-$1.out" 2>&1
   tail -n 2 "$OUT/lm-$1.out"
 }
-lm coarse "$LM_MINUTES" & lm acoustic "$LM_MINUTES" & wait
-lm semantic "$LM_MINUTES_SHORT" & lm fine "$LM_MINUTES_SHORT" & wait
-[ -f "$OUT/eval-lm.json" ] || $A eval lm "$TOKENS" --models "$OUT" -o "$OUT/eval-lm.json"
-[ -f "$OUT/eval-lm-acoustic.json" ] || $A eval lm "$TOKENS" --models "$OUT" --stage acoustic \
-  -o "$OUT/eval-lm-acoustic.json"
+(lm coarse "$LM_MINUTES" && lm semantic "$SEMANTIC_MINUTES") & a=$!
+(lm acoustic "$LM_MINUTES" && if [ "${FINE:-0}" = 1 ]; then lm fine "$SEMANTIC_MINUTES"; fi) & b=$!
+wait $a && wait $b
+for stage in semantic coarse acoustic; do
+  [ -f "$OUT/eval-lm-$stage.json" ] || $A --quiet eval lm "$TOKENS" --models "$OUT" --stage $stage \
+    -o "$OUT/eval-lm-$stage.json"
+done
 
-# 4. the test splits: codec round trip and continuations, the new chain and the old
+# 4. the test splits: continuations of the new chain (flat and acoustic-only) and of the
+#    bundled one, on the same clips; plain sampling against the defaults
 for kind in recorded rendered; do
-  n=23; [ $kind = rendered ] && n=16
-  [ -f "$OUT/eval-codec-$kind.json" ] || $A eval codec data/corpus/$kind/test --codec "$OUT/codec.safetensors" \
-    --clips $n --seconds 10 --coherence --vs-opus -o "$OUT/eval-codec-$kind.json"
-  [ -f "$OUT/continuation-$kind/metrics.json" ] || $A eval continuation data/corpus/$kind/test \
-    --models "$OUT" -o "$OUT/continuation-$kind" --clips "$CLIPS" --seconds 10 \
-    --layout flat --layout acoustic
+  [ -f "$OUT/continuation-$kind/metrics.json" ] || AIMUSIC_THREADS=1 $A --quiet eval continuation \
+    data/corpus/$kind/test --models "$OUT" -o "$OUT/continuation-$kind" --clips "$CLIPS" \
+    --seconds 10 --layout flat --layout acoustic --constructed &
+  [ -f "$OUT/sampling-$kind/sampling.json" ] || AIMUSIC_THREADS=1 $PY research/continuation_sampling_probe.py \
+    data/corpus/$kind/test --models "$OUT" --out "$OUT/sampling-$kind" --clips "$CLIPS" \
+    --row default= --row plain=1.0,1.0:0,0 > /dev/null &
+  wait
+  [ -f "$OUT/bundled-$kind/metrics.json" ] || $A --quiet eval continuation data/corpus/$kind/test \
+    --models aimusic/bundled/music -o "$OUT/bundled-$kind" --clips "$CLIPS" --seconds 10 --layout flat
 done
 echo "done: $OUT; bundle with: $PY examples/bundle_models.py $OUT --name music"

@@ -45,14 +45,19 @@ def check_card_and_size(bundle: Path, most_bytes: float) -> None:
 
 
 def test_bundled_models_load_chain_and_fit_the_size_budget() -> None:
+    """The music set: the music codec (its decoder trained on alone, so it names the tokens
+    of the codec the LMs were trained on), semantic and coarse LMs, plain sampling."""
     chain = load_chain(BUNDLE, "flat")  # refuses LMs made on another codec's tokens
     have = {"codec": codec_hash(chain.codec), "semantic": chain.semantic.source_hash}
-    assert set(chain.lms) == {"semantic", "coarse", "fine"}
+    assert chain.stages == ("semantic", "coarse")
+    assert chain.codec.tokens_hash != chain.codec.source_hash  # --decoder-only
     for stage, lm in chain.lms.items():
         assert lm.depends == have, stage
         assert read_metadata(lm.source_path)["extra"]["stored_as"] == "float16"
         assert next(lm.parameters()).dtype == torch.float32  # loaded back as float32
-    check_card_and_size(BUNDLE, 60e6)
+    check_card_and_size(BUNDLE, 40e6)
+    s = chain.sampling()  # at the global default these LMs hold one chord
+    assert s["coarse"].temperature == 1.0 and s["coarse"].top_k is None
     # the example prompt is a piece of the recorded test split, never trained on
     assert load_audio(EXAMPLE_PROMPT, SR).size >= 25 * SR
 
@@ -201,6 +206,10 @@ def test_bundle_script_halves_the_lms_and_keeps_the_chain(tmp_path: Path) -> Non
             src / f"lm-{stage}.safetensors").stat().st_size
         with torch.no_grad():
             torch.testing.assert_close(a(ids), b(ids), atol=2e-2, rtol=2e-2)
+    # a set bundled again without its fine LM leaves no stale file to be loaded beside it
+    bundle(src, out, ["semantic", "coarse"])
+    assert not (out / "lm-fine.safetensors").exists()
+    assert load_chain(out, "flat").stages == ("semantic", "coarse")
 
 
 def test_half_codec_is_smaller_and_decodes_alike(tmp_path: Path) -> None:
