@@ -152,6 +152,15 @@ def floored(log_x: torch.Tensor, floor: float) -> torch.Tensor:
     return log_x + (log_x.clamp_min(floor) - log_x).detach()
 
 
+def magnitude_loss(est: torch.Tensor, log_est: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Estimated magnitudes ``est`` (and their log) against the ``target``'s, [B, bins, F]:
+    L1 of the log magnitudes floored at SPEC_FLOOR (``floored``) plus the spectral
+    convergence, the linear error relative to the target's size (scale-free)."""
+    convergence = (est - target).flatten(1).norm(dim=1) / target.flatten(1).norm(dim=1).clamp_min(1e-5)
+    log_l1 = (floored(log_est, math.log(SPEC_FLOOR)) - target.clamp_min(SPEC_FLOOR).log()).abs().mean()
+    return log_l1 + convergence.mean()
+
+
 def spectrum_losses(x: torch.Tensor, log_mag: torch.Tensor, phase: torch.Tensor,
                     head: SpectralDecoder) -> dict[str, torch.Tensor]:
     """The istft head's STFT (log magnitude and phase, [B, bins, F]) against the STFT of the
@@ -164,12 +173,7 @@ def spectrum_losses(x: torch.Tensor, log_mag: torch.Tensor, phase: torch.Tensor,
     are accumulated from the segment's first frame, so its absolute phase is not compared,
     only its differences across frames and bins."""
     target = head.analyze(x, phase.shape[-1])
-    mag = target.abs()
-    est = log_mag.exp()  # spectral convergence: the linear error relative to the target's size
-    convergence = (est - mag).flatten(1).norm(dim=1) / mag.flatten(1).norm(dim=1).clamp_min(1e-5)
-    floor = math.log(SPEC_FLOOR)
-    log_l1 = (floored(log_mag, floor) - mag.clamp_min(SPEC_FLOOR).log()).abs().mean()
-    losses = {"spec/mag": log_l1 + convergence.mean()}
+    losses = {"spec/mag": magnitude_loss(log_mag.exp(), log_mag, target.abs())}
     losses.update(phase_losses(phase, target))
     if head.if_phase:  # its phase starts where the segment does: only differences can match
         del losses["phase/ip"]
@@ -177,8 +181,8 @@ def spectrum_losses(x: torch.Tensor, log_mag: torch.Tensor, phase: torch.Tensor,
 
 
 def fine_spectrum_loss(x: torch.Tensor, y: torch.Tensor, n_fft: int) -> torch.Tensor:
-    """L1 of the floored log magnitudes plus spectral convergence, as ``spectrum_losses``
-    compares the head's own frames, but on the decoded audio's STFT with a window of
+    """``magnitude_loss``, as ``spectrum_losses`` compares the head's own frames, but on the
+    decoded audio's STFT with a window of
     ``n_fft`` points (hop ``n_fft // 4``). At 4096 points and 24 kHz a bin is 5.9 Hz, finer
     than a semitone down to about 100 Hz: a partial drawn a semitone off, or a noise floor
     between partials, costs here where the 4 * hop window of the istft head (18.75 Hz
@@ -189,11 +193,8 @@ def fine_spectrum_loss(x: torch.Tensor, y: torch.Tensor, n_fft: int) -> torch.Te
     def mag(s: torch.Tensor) -> torch.Tensor:
         return torch.stft(s[:, 0], n_fft, n_fft // 4, window=window, return_complex=True).abs()
 
-    m_x, m_y = mag(x), mag(y)
-    convergence = (m_y - m_x).flatten(1).norm(dim=1) / m_x.flatten(1).norm(dim=1).clamp_min(1e-5)
-    floor = math.log(SPEC_FLOOR)
-    log_l1 = (floored(m_y.clamp_min(1e-7).log(), floor) - m_x.clamp_min(SPEC_FLOOR).log()).abs().mean()
-    return log_l1 + convergence.mean()
+    m_y = mag(y)
+    return magnitude_loss(m_y, m_y.clamp_min(1e-7).log(), mag(x))
 
 
 @torch.no_grad()
