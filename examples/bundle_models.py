@@ -25,7 +25,7 @@ import torch
 from aimusic.artifacts import load_artifact, save_artifact
 from aimusic.fileio import file_hash
 from aimusic.gen.chain import SAMPLING_FILE
-from aimusic.lm.model import FORMAT_VERSION
+from aimusic.lm.model import FORMAT_VERSION, lm_path
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN_MODELS = ("codec.safetensors", "semantic.safetensors")
@@ -71,9 +71,9 @@ def bundle(src: Path, out: Path, stages: list[str], half: bool = True) -> list[P
     if missing:
         sys.exit(f"{src}: missing {', '.join(missing)}")
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("lm-*.safetensors"):  # a stage the new set does not ship (its fine
-        if old.name[3:-12] not in stages:  # LM, say) would be loaded beside it and refused
-            old.unlink()
+    keep = {lm_path(out, s) for s in stages}  # a stage the new set does not ship (its fine
+    for old in set(out.glob("lm-*.safetensors")) - keep:  # LM, say) would be loaded beside
+        old.unlink()  # the new ones and refused
     written = []
     for name in TOKEN_MODELS:
         shutil.copyfile(src / name, out / name)
