@@ -7,8 +7,8 @@
 #
 #   bash research/music_bundle.sh
 #
-# Every step is skipped when its output exists (delete it to redo one); an LM with a
-# training state is resumed. Knobs: CODEC (the kept codec), OUT (models/music2), TOKENS
+# Every step is skipped when its output exists (delete it to redo one); an LM whose run
+# was cut off is resumed from its training state. Knobs: CODEC (the kept codec), OUT (models/music2), TOKENS
 # (data/tokens-music2), LM_MINUTES (coarse and acoustic, 60), SEMANTIC_MINUTES (25), CLIPS
 # (12, spread over each test split), FINE=1 also trains a fine LM (at these budgets it
 # learns nothing: the chain decodes the three coarse levels without one).
@@ -35,6 +35,8 @@ mkdir -p "$OUT"
 [ -f "$OUT/codec.safetensors" ] || cp "$CODEC" "$OUT/codec.safetensors"
 cp "${CODEC%.safetensors}.log.jsonl" "$OUT/codec.log.jsonl" 2>/dev/null || true
 [ -f "$OUT/semantic.safetensors" ] || cp aimusic/bundled/music/semantic.safetensors "$OUT/"
+# the sampling the bundle's figures were measured with (plain: step 4's probe says why)
+[ -f "$OUT/sampling.json" ] || cp aimusic/bundled/music/sampling.json "$OUT/"
 
 # 2. train and val splits of both corpora, linked into one folder (test is never read)
 D=data/music-lm
@@ -50,10 +52,11 @@ fi
 
 # 3. the LMs, two queues on one thread each: (coarse, then semantic) and (acoustic-only
 #    baseline at the coarse LM's budget [, fine])
-lm() {  # lm STAGE MINUTES
+lm() {  # lm STAGE MINUTES: a finished LM (its log's "final" line) is kept as it is; a
+  # resumed finished run would start its schedule again and overwrite it
   local how=()
-  if [ -f "$OUT/lm-$1.state.safetensors" ]; then how=(--resume)
-  elif [ -f "$OUT/lm-$1.safetensors" ]; then return 0; fi
+  grep -qs '"final"' "$OUT/lm-$1.log.jsonl" && return 0
+  [ -f "$OUT/lm-$1.state.safetensors" ] && how=(--resume)
   AIMUSIC_THREADS=1 $A --quiet train-lm "$TOKENS" --stage "$1" --models "$OUT" --steps 1000000 \
     --minutes "$2" "${how[@]}" > "$OUT/lm-$1.out" 2>&1
   tail -n 2 "$OUT/lm-$1.out"
@@ -66,15 +69,16 @@ for stage in semantic coarse acoustic; do
     -o "$OUT/eval-lm-$stage.json"
 done
 
-# 4. the test splits: continuations of the new chain (flat and acoustic-only) and of the
-#    bundled one, on the same clips; plain sampling against the defaults
+# 4. the test splits: continuations of the new chain (flat and acoustic-only, with the
+#    set's plain sampling) and of the bundled one, on the same clips; the probe adds the
+#    flat chain at the global default sampling
 for kind in recorded rendered; do
   [ -f "$OUT/continuation-$kind/metrics.json" ] || AIMUSIC_THREADS=1 $A --quiet eval continuation \
     data/corpus/$kind/test --models "$OUT" -o "$OUT/continuation-$kind" --clips "$CLIPS" \
     --seconds 10 --layout flat --layout acoustic --constructed &
   [ -f "$OUT/sampling-$kind/sampling.json" ] || AIMUSIC_THREADS=1 $PY research/continuation_sampling_probe.py \
     data/corpus/$kind/test --models "$OUT" --out "$OUT/sampling-$kind" --clips "$CLIPS" \
-    --row default= --row plain=1.0,1.0:0,0 > /dev/null &
+    --row default= > /dev/null &
   wait
   [ -f "$OUT/bundled-$kind/metrics.json" ] || $A --quiet eval continuation data/corpus/$kind/test \
     --models aimusic/bundled/music -o "$OUT/bundled-$kind" --clips "$CLIPS" --seconds 10 --layout flat
