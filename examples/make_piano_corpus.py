@@ -226,6 +226,17 @@ def render_piece(task: dict) -> dict:
             signal.alarm(0)
 
 
+def piece_task(p: Piece, split: str, seed: int, pianos: list[tuple[str, int]], out: Path,
+               secs: float, reps: int, tag: str) -> dict:
+    """The ``reps`` renditions of p, written to piano/SPLIT/."""
+    variants = [{"plan": rendition_plan(p.name, k, seed, pianos),
+                 "path": f"piano/{split}/{p.name}__{k}.wav"} for k in range(reps)]
+    key = f"p{RENDER_VERSION}|{p.id}|{seed}|{secs}|{tag}"
+    return {"piece": p, "id": p.id, "source": "piano", "split": split, "variants": variants,
+            "room": room_for(p.name, seed), "out": str(out), "max_seconds": secs,
+            "key": key, "keys": [f"{key}|{k}" for k in range(reps)]}
+
+
 def pair_task(p: Piece, seed: int, pianos: list[tuple[str, int]], out: Path, secs: float,
               tag: str) -> dict:
     """One performance of p on two pianos, and on the first a fourth higher."""
@@ -258,21 +269,14 @@ def build_piano_corpus(out: Path, size: str = "default", seed: int = 0, workers:
     order = choose_pieces([p for p in list_candidates() if p.group in GROUPS], seed)
     tag = ",".join(f"{Path(s).name}:{p}" for s, p in pianos)
 
-    def task_for(p: Piece) -> dict:
-        split = split_of(p.name, seed)
-        variants = [{"plan": rendition_plan(p.name, k, seed, pianos),
-                     "path": f"piano/{split}/{p.name}__{k}.wav"} for k in range(reps)]
-        key = f"p{RENDER_VERSION}|{p.id}|{seed}|{secs}|{tag}"
-        return {"piece": p, "id": p.id, "source": "piano", "split": split, "variants": variants,
-                "room": room_for(p.name, seed), "out": str(out), "max_seconds": secs,
-                "key": key, "keys": [f"{key}|{k}" for k in range(reps)]}
 
     done: list[Piece] = []
     pos = 0
     while len(done) < n and pos < len(order):  # pieces that fail are replaced by the next
         batch = order[pos: pos + n - len(done)]
         pos += len(batch)
-        tasks = [task_for(p) for p in batch]
+        tasks = [piece_task(p, split_of(p.name, seed), seed, pianos, out, secs, reps, tag)
+                 for p in batch]
         done += [t["piece"] for t, ok in zip(tasks, b.run(render_piece, tasks, "piano")) if ok]
     _place(b, assign_splits([p.name for p in done], seed))
     paired: list[Piece] = []

@@ -38,31 +38,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aimusic.lm.layouts as L  # noqa: E402
 
 
-def interleaved_sequence(vocab: L.Vocab, semantic: Any, codes: Any,
-                         coarse_levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+def interleaved_sequence(vocab: L.Vocab, semantic: Any, codes: Any, coarse_levels: int,
+                         ahead: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Semantic [..., N] and codes [..., K, F] (F = N * fpt) -> ids, mask [..., 1 + N + F*Kc]:
-    SEP, then each semantic token followed by its fpt frames' coarse levels."""
+    SEP, then each semantic token followed by its fpt frames' coarse levels. With ``ahead``
+    = a, the semantic tokens come a tokens early: SEP, s0 .. s(a-1), then s(t+a) before the
+    frames of s(t) while there is one; the length stays the same. The semantic tokens are
+    given, never targets."""
     sem = vocab.semantic_ids(semantic)
     ac = L._flatten(vocab.acoustic_ids(L.as_ids(codes)[..., :coarse_levels, :]))
     n = sem.shape[-1]
     if n == 0 or ac.shape[-1] % n:
         raise ValueError(f"{ac.shape[-1]} acoustic ids do not split into {n} semantic tokens")
-    per = ac.shape[-1] // n
-    body = torch.cat([sem.unsqueeze(-1), ac.reshape(*ac.shape[:-1], n, per)], -1)
-    ids = torch.cat([L._fill(sem[..., :1], L.SEP), body.reshape(*sem.shape[:-1], -1)], -1)
-    mask = torch.ones_like(ids, dtype=torch.bool)
-    mask[..., 0] = False
-    mask[..., 1::per + 1] = False  # the semantic tokens are given, never targets
-    return ids, mask
-
-
-def lookahead_sequence(vocab: L.Vocab, semantic: Any, codes: Any, coarse_levels: int,
-                       ahead: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """As ``interleaved_sequence``, with the semantic tokens ``ahead`` tokens early: SEP,
-    s0 .. s(a-1), then s(t+a) before the frames of s(t) while there is one. Same length."""
-    sem = vocab.semantic_ids(semantic)
-    ac = L._flatten(vocab.acoustic_ids(L.as_ids(codes)[..., :coarse_levels, :]))
-    n = sem.shape[-1]
     a = min(ahead, n)
     per = ac.shape[-1] // n
     parts, given = [L._fill(sem[..., :1], L.SEP), sem[..., :a]], [True] + [True] * a
@@ -86,11 +73,11 @@ def check() -> None:
     assert ids.shape == pre.shape and int(mask.sum()) == int(pmask.sum()) == 8
     assert sorted(ids.tolist()) == sorted(pre.tolist())
     assert ids[1] == pre[0] and ids[6] == pre[1] and not mask[1] and not mask[6]
-    la, lmask = lookahead_sequence(v, sem, codes, 2, 1)
+    assert ids.tolist() == [2, pre[0], *pre[3:7].tolist(), pre[1], *pre[7:].tolist()]
+    assert mask.tolist() == [False, False] + [True] * 4 + [False] + [True] * 4
+    la, lmask = interleaved_sequence(v, sem, codes, 2, ahead=1)
     assert la.tolist() == [2, pre[0], pre[1], *pre[3:7].tolist(), *pre[7:].tolist()]
     assert lmask.tolist() == [False, False, False] + [True] * 8
-    z, zmask = lookahead_sequence(v, sem, codes, 2, 0)
-    assert z.tolist() == ids.tolist() and zmask.tolist() == mask.tolist()
 
 
 if __name__ == "__main__":
@@ -102,8 +89,7 @@ if __name__ == "__main__":
         ahead = int(args[i + 1])
         del args[i:i + 2]
     # what lm.windows builds the coarse windows with
-    L.coarse_sequence = interleaved_sequence if not ahead else (
-        lambda v, s, c, kc: lookahead_sequence(v, s, c, kc, ahead))
+    L.coarse_sequence = lambda v, s, c, kc: interleaved_sequence(v, s, c, kc, ahead)
     from aimusic.cli import main
 
     if not args or args[0].startswith("-"):

@@ -33,7 +33,9 @@ def load(spec: str) -> tuple[str, str, dict]:
     return path, row, json.loads(Path(path).read_text())
 
 
-def rows(run: dict, row: str, idx: np.ndarray) -> dict[str, float]:
+def coherence_of(run: dict, row: str, idx: np.ndarray) -> dict[str, float]:
+    """``row``'s coherence over the clips ``idx`` (repeats allowed), each clip with its run's
+    own truth and floor."""
     clips = [run["clips"][i]["agreement"] for i in idx]
     return coherence([c[row] for c in clips], [c["truth"] for c in clips],
                      [c["floor"] for c in clips])
@@ -57,12 +59,12 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{path}: no row {row!r} on every clip")
     n = len(key)
     full = np.arange(n)
-    ca, cb = rows(A, ra, full), rows(B, rb, full)
+    ca, cb = coherence_of(A, ra, full), coherence_of(B, rb, full)
     rng = np.random.default_rng(a.seed)
-    diffs = {m: [] for m in ca}
-    for _ in range(a.draws):
-        idx = rng.integers(0, n, n)
-        xa, xb = rows(A, ra, idx), rows(B, rb, idx)
+    draws = [rng.integers(0, n, n) for _ in range(a.draws)]  # the coherence's and the notes'
+    diffs: dict[str, list[float]] = {m: [] for m in ca}
+    for idx in draws:
+        xa, xb = coherence_of(A, ra, idx), coherence_of(B, rb, idx)
         for m in diffs:
             d = xa[m] - xb[m]
             if not math.isnan(d):
@@ -83,8 +85,6 @@ def main(argv: list[str] | None = None) -> int:
             all(rb in c.get("notes", {}) for c in B["clips"]):
         print(f"{'notes':<13}{'a':>8}{'b':>8}{'a-b':>8}   90% interval")
         out["notes"] = {}
-        rng = np.random.default_rng(a.seed)
-        draws = [rng.integers(0, n, n) for _ in range(a.draws)]
         for k in A["clips"][0]["notes"][ra]:
             d = np.array([x["notes"][ra][k] - y["notes"][rb][k]
                           for x, y in zip(A["clips"], B["clips"])], dtype=float)

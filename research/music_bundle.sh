@@ -83,4 +83,5 @@ for kind in recorded rendered; do
   [ -f "$OUT/bundled-$kind/metrics.json" ] || $A --quiet eval continuation data/corpus/$kind/test \
     --models aimusic/bundled/music -o "$OUT/bundled-$kind" --clips "$CLIPS" --seconds 10 --layout flat
 done
-echo "done: $OUT; bundle with: $PY examples/bundle_models.py $OUT --name music"
+stages=semantic,coarse; [ "${FINE:-0}" = 1 ] && stages=$stages,fine
+echo "done: $OUT; bundle with: $PY examples/bundle_models.py $OUT --name music --stages $stages"

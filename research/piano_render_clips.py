@@ -43,19 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"pieces not in music21's corpus here: {', '.join(sorted(missing))}")
     for name, p in sorted(pieces.items()):
         paths = sorted(wanted[name])
-        split = Path(paths[0]).parent.name
-        variants = [{"plan": M.rendition_plan(name, k, a.seed, pianos),
-                     "path": f"piano/{split}/{name}__{k}.wav"} for k in range(preset.renditions)]
-        key = f"p{M.RENDER_VERSION}|{p.id}|{a.seed}|{preset.max_seconds}|{tag}"
-        task = {"piece": p, "id": p.id, "source": "piano", "split": split, "variants": variants,
-                "room": M.room_for(name, a.seed), "out": str(a.out),
-                "max_seconds": preset.max_seconds, "key": key,
-                "keys": [f"{key}|{k}" for k in range(preset.renditions)]}
+        task = M.piece_task(p, Path(paths[0]).parent.name, a.seed, pianos, a.out,
+                            preset.max_seconds, preset.renditions, tag)
         r = M.render_piece(task)
         if "error" in r:
             print(f"{name}: {r['error']}", file=sys.stderr)
             continue
-        for v in variants:
+        for v in task["variants"]:
             if v["path"] not in wanted[name]:
                 (a.out / v["path"]).unlink(missing_ok=True)
         print(f"{name}: {', '.join(paths)}", flush=True)
