@@ -25,6 +25,18 @@
 # TOKENS=.gpu/music-tok.tar.xz, from `python research/gpu_pack_tokens.py data/tokens-music2
 # --out .gpu/music-tok.tar.xz` (`bash research/music_bundle.sh` makes the tokens); judge
 # with the music set's command in BENCHMARKS.md (n3).
+# Onset tokens (issue 31's rhythm: the piano semantic tokens do not say when a note is
+# struck, their flags do; research/JOURNAL.md 2026-12-08, sixth session): tokenize the
+# corpus with the onset model (steps 1-2 of research/onsets_ab.sh: models/piano-onsets,
+# data/tokens-piano-onsets), widen the kept LMs into one folder (`python
+# research/semantic_onsets.py widen research/checkpoints/piano/lm-$s.safetensors
+# W/lm-$s.safetensors --semantic models/piano-onsets/semantic.safetensors` for s in
+# semantic coarse acoustic), pack those tokens, then KEPT=W TOKENS=<the packed onset
+# tokens>. Judge beside the plain run: the semantic LM's validation cross entropy on onset
+# tokens less that on plain ones is what the flags cost it; flags guessed at their rate
+# alone cost 0.38 nats a token, and on the CPU (150 steps) they cost 0.35, so it had learnt
+# little of when notes are struck. The oracle probe's rhythm says whether the coarse LM
+# follows the flags.
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 T=${TMPD:-/tmp/w}; rm -rf "$T"; mkdir -p "$T"

@@ -18,7 +18,7 @@ from aimusic.cli import app
 from aimusic.cluster import kmeans, minibatch_kmeans, nearest
 from aimusic.errors import ArtifactError, ConfigError
 from aimusic.semantic.evaluate import agreement, nmi, pairs
-from aimusic.semantic.features import handmade, log_mel
+from aimusic.semantic.features import handmade, log_mel, onset_flags
 from aimusic.semantic.model import PRESETS, SemanticConfig, SemanticModel, cmvn, load_semantic
 from aimusic.semantic.train import span_mask
 
@@ -202,18 +202,19 @@ def test_train_semantic_both_iterations_via_cli(two_renders, tmp_path) -> None:
         save_audio(val / f"v{k}.wav", _render(notes, "plucked")[:int(SR * (0.8 + 0.4 * k))], SR)
     r = runner.invoke(app, ["train-semantic", str(two_renders / "train"), "-o", str(out),
                             "--preset", "tiny", "--iterations", "2", "--steps", "12",
-                            "--val-dir", str(val)])
+                            "--val-dir", str(val), "--onsets"])
     assert r.exit_code == 0, r.output
     first = load_semantic(tmp_path / "sem.it1.safetensors")
     second = load_semantic(out)
     assert (first.cfg.iteration, second.cfg.iteration) == (1, 2)
+    assert second.cfg.onsets and second.cfg.vocab == 2 * second.cfg.clusters
     r = runner.invoke(app, ["info", str(out), "--json"])
     assert first.source_hash in r.output  # iteration 2 names the model it learned from
     x = np.random.default_rng(0).standard_normal(SR * 3 + 100).astype(np.float32) * 0.1
     for m in (first, second):
         tok = m.tokens(x)
         assert tok.shape == (x.size // 960,) and tok.dtype == np.int64
-        assert tok.min() >= 0 and tok.max() < m.cfg.clusters
+        assert tok.min() >= 0 and tok.max() < m.cfg.vocab
     r = runner.invoke(app, ["eval", "semantic", str(two_renders / "pairs"), "--semantic",
                             str(tmp_path / "sem.it1.safetensors"), "--semantic", str(out),
                             "--codec", str(tmp_path / "none.safetensors")])
@@ -259,3 +260,38 @@ def test_missing_or_foreign_semantic_model_is_a_clear_error(tmp_path) -> None:
     p = save_artifact(tmp_path / "codec.safetensors", {"w": torch.zeros(1)}, "codec", 1, {})
     with pytest.raises(ArtifactError, match="codec"):
         load_semantic(p)
+
+
+def test_onset_flags_mark_struck_notes_at_any_level() -> None:
+    """``onset_flags``: a flag within a token of every struck note after the first, few
+    others; the same flags 20 dB quieter; none for a held tone or silence."""
+    hop = 960
+    x = _render([60, 64, 67, 72, 67, 64, 60, 62, 65, 69, 72, 69, 65, 62, 60, 64], "plucked")
+    flags = onset_flags(torch.from_numpy(x)[None], SR, hop)[0].numpy()
+    assert flags.shape == (x.size // hop,)
+    starts = [int(np.floor(k * 0.3 * SR / hop + 0.5)) for k in range(1, 16)]
+    assert all(flags[max(0, s - 1):s + 2].any() for s in starts)
+    assert 15 <= flags.sum() <= 17
+    quiet = onset_flags(torch.from_numpy(0.1 * x)[None], SR, hop)[0].numpy()
+    assert np.array_equal(quiet, flags)
+    held = _render([64], "bowed", note_s=3.0)
+    assert onset_flags(torch.from_numpy(held)[None], SR, hop)[0, 5:].sum() <= 1
+    assert not onset_flags(torch.zeros(1, SR), SR, hop).any()
+
+
+def test_onset_tokens_are_the_clusters_plus_a_struck_flag() -> None:
+    """A model with ``onsets``: twice the vocabulary; token % clusters is the plain model's
+    token, and the upper half is used exactly where ``onset_flags`` marks a note."""
+    rng = np.random.default_rng(0)
+    x = _render(list(rng.integers(57, 81, 12)), "plucked")
+    plain = SemanticModel(SemanticConfig(sample_rate=SR, clusters=8))
+    f = plain.raw_features(torch.from_numpy(x)[None])[0]
+    plain.feat_mean.copy_(f.mean(0))
+    plain.feat_std.copy_(f.std(0).clamp_min(1e-5))
+    plain.centroids.copy_(plain.standardize(f)[rng.choice(f.shape[0], 8, replace=False)])
+    marked = SemanticModel(replace(plain.cfg, onsets=True))
+    marked.load_state_dict(plain.state_dict())
+    assert (plain.cfg.vocab, marked.cfg.vocab) == (8, 16)
+    a, b = plain.tokens(x), marked.tokens(x)
+    flags = onset_flags(torch.from_numpy(x)[None], SR, 960)[0].numpy()
+    assert np.array_equal(b % 8, a) and np.array_equal(b >= 8, flags) and flags.any()

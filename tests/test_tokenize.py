@@ -44,6 +44,7 @@ class FakeSemanticConfig:
     hop: int = 960
     token_rate: float = 25.0
     clusters: int = 1000
+    vocab: int = 1000  # distinct tokens (a model with onsets has twice its clusters)
 
 
 class FakeSemantic(torch.nn.Module):
@@ -330,12 +331,18 @@ def test_cli_summary_strict_and_missing_models(ref: Path, corpus: Path, codec_fi
     assert r.exit_code == 1 and "aimusic train-semantic AUDIO_DIR" in r.output.replace("\n", "")
 
 
+@pytest.mark.parametrize("onsets", [False, True])
 def test_cli_end_to_end_with_a_real_semantic_model(corpus: Path, codec_file: Path,
-                                                   tmp_path: Path) -> None:
+                                                   tmp_path: Path, onsets: bool) -> None:
+    """The tokens are the semantic model's; one with ``onsets`` has twice the vocabulary,
+    and the manifest says so (the LMs size their tables from it)."""
+    from dataclasses import replace
+
     from aimusic.semantic.model import PRESETS, SemanticModel, load_semantic, save_semantic
 
     torch.manual_seed(0)
-    model = SemanticModel(PRESETS["tiny"]())  # iteration 1; random centroids are enough here
+    # iteration 1; random centroids are enough here
+    model = SemanticModel(replace(PRESETS["tiny"](), onsets=onsets))
     model.get_buffer("centroids").normal_()
     sem_file = save_semantic(model, tmp_path / "semantic.safetensors")
     out = tmp_path / "tokens"
@@ -346,7 +353,8 @@ def test_cli_end_to_end_with_a_real_semantic_model(corpus: Path, codec_file: Pat
     sem, ac = ds.item(0)
     audio = load_audio(corpus / "a" / ds.sources[0], SR)  # sources are relative to AUDIO_DIR
     assert torch.equal(sem, torch.from_numpy(load_semantic(sem_file).tokens(audio)))
-    assert ac.shape[1] >= 3 * sem.numel() and int(sem.max()) < 16
+    assert ac.shape[1] >= 3 * sem.numel() and int(sem.max()) < (32 if onsets else 16)
+    assert ds.manifest["clusters"] == (32 if onsets else 16)
     r = runner.invoke(app, ["info", str(out)])
     assert r.exit_code == 0 and "aimusic.tokens/1" in r.output
 

@@ -156,6 +156,10 @@ def train_semantic_cmd(
     val_dir: Annotated[
         Optional[Path], typer.Option(help="Held-out audio (default: a val/ folder, or 5%).")
     ] = None,
+    onsets: Annotated[
+        bool, typer.Option("--onsets", help="Tokens also say when a note starts: twice the "
+                                            "clusters, struck or not (the beat for the LMs).")
+    ] = False,
 ) -> None:
     """Train the self-supervised semantic tokenizer (25 tokens/s) on a folder of audio."""
     from dataclasses import replace
@@ -170,6 +174,8 @@ def train_semantic_cmd(
                                               {"steps": steps, "minutes": minutes})
         if clusters is not None:
             model_cfg = replace(model_cfg, clusters=clusters)
+        if onsets:
+            model_cfg = replace(model_cfg, onsets=True)
         start = load_semantic(first) if first is not None else None
         if start is not None and start.cfg.iteration != 1:
             raise AimusicError(f"{first}: --first must be an iteration-1 model")

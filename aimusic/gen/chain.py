@@ -243,7 +243,7 @@ def load_chain(models_dir: str | Path, layout: str | None = None, device: torch.
                                           f"is {h}; use the models it was trained with, or "
                                           "tokenize again and retrain the LMs")
         cfg = lm.cfg
-        want = (semantic.cfg.clusters, codec.cfg.levels, codec.cfg.codebook_size)
+        want = (semantic.cfg.vocab, codec.cfg.levels, codec.cfg.codebook_size)
         if (cfg.clusters, cfg.levels, cfg.codebook_size) != want:
             raise ArtifactError(path, f"expects {cfg.clusters} clusters, {cfg.levels} levels of "
                                       f"{cfg.codebook_size}; the models give {want[0]}, {want[1]} "

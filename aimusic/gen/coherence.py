@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from aimusic.dsp import mel_basis, tensor_cache
-from aimusic.semantic.features import chroma_basis, power_spectrogram
+from aimusic.semantic.features import chroma_basis, power_spectrogram, spectral_flux
 
 MEASURES = ("harmony", "rhythm", "timbre", "repetition")
 SILENT_DB = -60.0
@@ -97,7 +97,7 @@ def features(x: np.ndarray, sr: int) -> Features:
         mel = mel_basis(sr, n_fft, N_MELS) @ _stft_power(t, n_fft, hop)  # [mels, frames]
         db = 10 * torch.log10(mel + 1e-10)
         # onset strength: rectified rise of log-mel, summed over bands, local mean removed
-        flux = torch.relu(torch.diff(torch.log1p(1000 * mel / (mel.mean() + 1e-10)), dim=1)).sum(0)
+        flux = spectral_flux(mel)
         k = max(1, round(0.5 / HOP_SECONDS))
         if flux.numel() > k:
             flux = flux - torch.nn.functional.avg_pool1d(flux[None, None], k, 1, k // 2,

@@ -25,7 +25,7 @@ from aimusic.artifacts import load_artifact, save_artifact
 from aimusic.cluster import nearest
 from aimusic.config import config_from_dict, config_to_dict
 from aimusic.errors import ArtifactError, ConfigError
-from aimusic.semantic.features import handmade, log_mel
+from aimusic.semantic.features import handmade, log_mel, onset_flags
 
 FORMAT_KIND, FORMAT_VERSION = "semantic", 1
 
@@ -52,10 +52,17 @@ class SemanticConfig:
     layer: int = 4  # whose output is clustered (1-based; a middle layer, as in HuBERT)
     window: int = 250  # tokens per attention window at inference (10 s)
     context: int = 50  # tokens of context on each side of a window
+    # tokens say when notes are struck: token = cluster + clusters * (an onset falls in it)
+    onsets: bool = False
 
     @property
     def token_rate(self) -> float:
         return self.sample_rate / self.hop
+
+    @property
+    def vocab(self) -> int:
+        """Distinct tokens: the clusters, twice over with ``onsets`` (struck or not)."""
+        return self.clusters * (2 if self.onsets else 1)
 
 
 PRESETS: dict[str, Callable[[], SemanticConfig]] = {
@@ -180,13 +187,17 @@ class SemanticModel(nn.Module):
 
     @torch.no_grad()
     def tokens(self, audio: np.ndarray) -> np.ndarray:
-        """Mono float32 audio at cfg.sample_rate -> int64 tokens [len(audio) // hop]."""
+        """Mono float32 audio at cfg.sample_rate -> int64 tokens [len(audio) // hop]: the
+        nearest cluster of each frame, plus ``clusters`` where a note starts (``onsets``)."""
         x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
         x = x.to(self.centroids.device)
-        if x.shape[-1] < self.cfg.hop:
+        cfg = self.cfg
+        if x.shape[-1] < cfg.hop:
             return np.zeros(0, dtype=np.int64)
-        f = self.features(x)[0]
-        return nearest(f, self.centroids).cpu().numpy().astype(np.int64)
+        tok = nearest(self.features(x)[0], self.centroids)
+        if cfg.onsets:
+            tok = tok + cfg.clusters * onset_flags(x, cfg.sample_rate, cfg.hop)[0, :tok.shape[0]]
+        return tok.cpu().numpy().astype(np.int64)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -64,7 +64,7 @@ DEFAULT_FILES_PER_SHARD = 64
 class SemanticLike(Protocol):
     """What tokenize needs of a semantic model (``aimusic.semantic.model.SemanticModel``)."""
 
-    cfg: Any  # sample_rate, hop (samples per token), token_rate, clusters
+    cfg: Any  # sample_rate, hop (samples per token), token_rate, vocab (distinct tokens)
     source_hash: str
 
     def tokens(self, audio: np.ndarray) -> np.ndarray: ...
@@ -85,7 +85,7 @@ def make_spec(codec: Any, semantic: SemanticLike, min_seconds: float | None = No
                            f"frames ({c.hop} samples)")
     min_samples = s.hop if min_seconds is None else max(s.hop, round(min_seconds * c.sample_rate))
     return TokenSpec(codec_hash(codec), semantic.source_hash, int(c.sample_rate), int(c.levels),
-                     int(c.codebook_size), int(s.clusters), float(s.token_rate),
+                     int(c.codebook_size), int(s.vocab), float(s.token_rate),
                      float(c.frame_rate), s.hop // c.hop, int(s.hop), int(min_samples))
 
 
