@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aimusic.artifacts import read_metadata  # noqa: E402
 from aimusic.fileio import write_json  # noqa: E402
 from aimusic.semantic.model import SemanticModel, load_semantic, save_semantic  # noqa: E402
-from aimusic.tokens.shards import MANIFEST, write_safetensors  # noqa: E402
+from aimusic.tokens.shards import MANIFEST, read_shard_metadata, write_safetensors  # noqa: E402
 
 
 def make_model(src: Path, dst: Path) -> None:
@@ -49,7 +49,9 @@ def drop(src: Path, dst: Path, semantic: Path) -> None:
     k = plain.cfg.clusters
     dst.mkdir(parents=True, exist_ok=True)
     for shard in sorted(src.glob("shard-*.safetensors")):
-        meta = read_metadata_raw(shard)
+        meta = read_shard_metadata(shard)
+        if meta is None:
+            raise SystemExit(f"{shard}: unreadable")
         arrays = load_file(str(shard))
         arrays["semantic"] = (arrays["semantic"] % k).astype(arrays["semantic"].dtype)
         dep = json.loads(meta["depends"])
@@ -86,13 +88,6 @@ def widen(src: Path, dst: Path, semantic: Path) -> None:
     extra = {key: v for key, v in read_metadata(src)["extra"].items() if key != "parameters"}
     save_lm(out, dst, depends=depends, extra={**extra, "widened_from": f"{src} {lm.source_hash}"})
     print(f"{dst}: {lm.cfg.stage} LM, {lm.cfg.vocab} -> {out.cfg.vocab} ids")
-
-
-def read_metadata_raw(path: Path) -> dict[str, str]:
-    import struct
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        return dict(json.loads(f.read(n))["__metadata__"])
 
 
 def main(argv: list[str] | None = None) -> int:

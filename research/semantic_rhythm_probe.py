@@ -45,7 +45,8 @@ def acf_of(signal: np.ndarray, rate: float) -> np.ndarray:
     """coherence's lag range at ``rate`` frames/s, resampled to 100/s so it lines up with
     the audio's ACF."""
     lo, hi = round(C.LAGS[0] * rate), round(C.LAGS[1] * rate)
-    s = signal - np.convolve(signal, np.ones(max(1, round(0.5 * rate))) / max(1, round(0.5 * rate)), "same")
+    k = max(1, round(0.5 * rate))  # the local mean removed, as coherence does
+    s = signal - np.convolve(signal, np.ones(k) / k, "same")
     r = C._acf(s, lo, hi)
     lags = np.arange(lo, hi) / rate
     want = np.arange(round(C.LAGS[0] / C.HOP_SECONDS), round(C.LAGS[1] / C.HOP_SECONDS)) * C.HOP_SECONDS

@@ -99,6 +99,11 @@ ONSET_DELTA = 0.5  # a peak must rise this many running deviations above the run
 ONSET_FLOOR = 5.0  # and above this much flux (a struck piano note: 15-100; vibrato: < 2)
 
 
+def onset_hop(sr: int) -> int:
+    """Samples between the onset envelope's frames."""
+    return max(1, round(ONSET_HOP_SECONDS * sr))
+
+
 def onset_fft(sr: int) -> int:
     """The onset envelope's window: the power of two nearest 40 ms."""
     return 1 << max(6, round(math.log2(ONSET_FFT_SECONDS * sr)))
@@ -116,7 +121,7 @@ def spectral_flux(mel: torch.Tensor) -> torch.Tensor:
 def onset_envelope(x: torch.Tensor, sr: int) -> torch.Tensor:
     """Audio [..., T] -> onset strength [..., T // hop] at ``ONSET_HOP_SECONDS`` (hop =
     that many samples): ``spectral_flux`` of a 64-band mel spectrogram."""
-    hop = max(1, round(ONSET_HOP_SECONDS * sr))
+    hop = onset_hop(sr)
     n_fft = onset_fft(sr)
     mel = mel_basis(sr, n_fft, ONSET_MELS).to(x.device) @ power_spectrogram(
         x.float(), n_fft, hop, x.shape[-1] // hop + 1)
@@ -130,7 +135,7 @@ def onset_flags(x: torch.Tensor, sr: int, hop: int, delta: float = ONSET_DELTA) 
     zero: a struck note, wherever the music's loudness sits, and not the flicker of a held
     one."""
     env = onset_envelope(x, sr)  # [B, F]
-    h = max(1, round(ONSET_HOP_SECONDS * sr))
+    h = onset_hop(sr)
     n = x.shape[-1] // hop
     out = torch.zeros(x.shape[0], n, dtype=torch.bool, device=x.device)
     if env.shape[-1] < 3 or n == 0:
